@@ -1,0 +1,633 @@
+"""One probe cycle: the seed's producer/consumer pool run, made exact and measurable.
+
+``run_cycle(probe)`` returns a ``CycleResult`` and never raises for anything the probe can
+observe. It never touches Prometheus either; the daemon's metrics writer turns results into
+series.
+
+The standard library misbehaves in ways that shape this module (design §5):
+
+* ``AsyncResult.get()`` waits forever when the worker running the job is killed, so every wait
+  here polls with a deadline and checks that the pool's workers and the Manager are still alive.
+* ``Pool.terminate()`` can block for good when a worker died holding one of the pool's locks,
+  and Manager proxy calls block for good when the Manager is stopped. Every call into
+  multiprocessing that can block runs on a helper thread with a deadline (``_BlockingCaller``),
+  and on failure every process the cycle started is SIGKILLed before anything is torn down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.pool
+import os
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import psutil
+
+from pqd import workers
+from pqd.config import ProbeConfig
+from pqd.results import CycleResult, HelperProcess, JobKind, JobReport, LiveSample
+
+T = TypeVar("T")
+
+#: How often a wait re-checks that workers and the Manager are alive.
+POLL_SECONDS = 0.05
+#: How long a successful cycle may take to close the pool and stop the Manager gracefully.
+TEARDOWN_SECONDS = 5.0
+#: How long killed processes get to disappear before they are counted as left behind.
+REAP_SECONDS = 3.0
+#: How long exited descendants may linger (their parent has not reaped them yet) before a
+#: process is counted as leaked.
+SETTLE_SECONDS = 2.0
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class CycleFailure(Exception):
+    """Ends a cycle with one of the reasons in results.FAILURE_REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class CycleObserver(Protocol):
+    """Told what happens while a cycle runs; the daemon feeds live gauges from it."""
+
+    def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None: ...
+
+    def job_finished(self, sample: LiveSample) -> None: ...
+
+
+class _NoObserver:
+    def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
+        pass
+
+    def job_finished(self, sample: LiveSample) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class JobFunctions:
+    """The jobs a cycle runs. Tests pass their own (module-level, so workers can import them)."""
+
+    producer: workers.Job = workers.producer_job
+    consumer: workers.Job = workers.consumer_job
+
+
+def become_child_subreaper() -> bool:
+    """Make orphans of a cycle (a worker's own children) re-parent to us, so they can be counted
+    as leaks and killed instead of vanishing under init. Linux only; False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+class _BlockingCaller:
+    """Runs calls that may block forever on one daemon thread and waits for them with a deadline.
+
+    A daemon thread, not a ThreadPoolExecutor: the interpreter joins executor threads at exit,
+    and a call stuck on a stopped Manager would then keep pqd from exiting. Once a call has
+    missed its deadline the thread is considered lost: it unblocks when the cycle's processes are
+    killed, and later calls are refused rather than queued behind it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], _Pending] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        self.stuck = False
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            func, pending = call
+            try:
+                pending.value = func()
+            except BaseException as exc:  # handed back to the waiting thread
+                pending.error = exc
+            pending.done.set()
+
+    def call(self, func: Callable[[], T], timeout: float, what: str) -> T:
+        if self.stuck:
+            raise TimeoutError(f"{what}: an earlier call is still blocked")
+        pending = _Pending()
+        self._calls.put((func, pending))
+        if not pending.done.wait(max(timeout, 0.0)):
+            self.stuck = True
+            raise TimeoutError(f"{what} did not return within {timeout:.1f}s")
+        if pending.error is not None:
+            raise pending.error
+        return pending.value  # type: ignore[no-any-return]
+
+    def close(self, timeout: float) -> bool:
+        """Stop the thread; False if it is still blocked after ``timeout``."""
+        self._calls.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+@dataclass
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+def _descendants() -> dict[int, psutil.Process]:
+    try:
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except (psutil.Error, OSError):
+        return {}
+
+
+def _known_helper_pids() -> dict[int, str]:
+    """The helpers multiprocessing itself has on record. Private attributes, read defensively:
+    they are the only way to recognise a helper that has already died (its command line is
+    gone), and a dead helper must be left for multiprocessing to reap — its ensure_running()
+    fails with ChildProcessError if anyone else reaps it."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    known = {}
+    forkserver_pid = getattr(
+        getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid", None
+    )
+    tracker_pid = getattr(
+        getattr(multiprocessing.resource_tracker, "_resource_tracker", None), "_pid", None
+    )
+    if isinstance(forkserver_pid, int):
+        known[forkserver_pid] = "forkserver"
+    if isinstance(tracker_pid, int):
+        known[tracker_pid] = "resource_tracker"
+    return known
+
+
+def _helper_role(proc: psutil.Process, own_pid: int) -> str | None:
+    """forkserver / resource_tracker if ``proc`` is one of multiprocessing's long-lived helpers.
+
+    Both are started by pqd itself; the forkserver's own children (workers, the Manager) share
+    its command line, so the parent pid is what tells them apart.
+    """
+    role = _known_helper_pids().get(proc.pid)
+    if role is not None:
+        return role
+    try:
+        if proc.ppid() != own_pid:
+            return None
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return None
+    if "multiprocessing.forkserver" in cmdline:
+        return "forkserver"
+    if "multiprocessing.resource_tracker" in cmdline:
+        return "resource_tracker"
+    return None
+
+
+def _is_gone(proc: psutil.Process, own_pid: int) -> bool:
+    """True if the process has exited. A zombie whose parent is not pqd counts as gone: its
+    parent (the forkserver) reaps it; pqd's own zombies are reaped by the caller."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        return proc.ppid() != own_pid
+    except psutil.Error:
+        return True
+
+
+def _host_pid_count() -> int:
+    try:
+        return len(psutil.pids())
+    except (psutil.Error, OSError):
+        return -1
+
+
+class _Cycle:
+    """The state of one running cycle; used once by run_cycle."""
+
+    def __init__(self, probe: ProbeConfig, jobs: JobFunctions, observer: CycleObserver) -> None:
+        self.probe = probe
+        self.jobs = jobs
+        self.observer = observer
+        self.own_pid = os.getpid()
+        self.cycle_id = uuid.uuid4().hex[:12]
+        self.ctx = multiprocessing.get_context(probe.start_method)
+        if isinstance(self.ctx, multiprocessing.context.ForkServerContext):
+            # Forked workers then start with pqd.workers imported, and nothing of pqd's own
+            # __main__ (which may be a test runner) is imported into the forkserver.
+            self.ctx.set_forkserver_preload(["pqd.workers"])
+        self.caller = _BlockingCaller(f"pqd-cycle-{probe.name}")
+        self.manager: Any = None
+        self.manager_process: Any = None
+        self.pool: multiprocessing.pool.Pool | None = None
+        self.pool_processes: list[Any] = []
+        self.probe_queue: Any = None
+        self.reports: list[JobReport] = []
+        self.job_counter = 0
+        self.jobs_failed = 0
+        self.depth_max = 0
+        self.phase_seconds: dict[str, float] = {}
+
+    # -- deadlines -------------------------------------------------------------------------------
+
+    def remaining(self, deadline: float) -> float:
+        return deadline - time.monotonic()
+
+    def call(self, func: Callable[[], T], deadline: float, what: str, reason: str) -> T:
+        try:
+            return self.caller.call(func, self.remaining(deadline), what)
+        except TimeoutError as exc:
+            raise CycleFailure("timeout", str(exc)) from None
+        except CycleFailure:
+            raise
+        except Exception as exc:
+            raise CycleFailure(reason, f"{what}: {type(exc).__name__}: {exc}") from None
+
+    # -- liveness ---------------------------------------------------------------------------------
+
+    def manager_alive(self) -> bool:
+        return self.manager_process is not None and self.manager_process.exitcode is None
+
+    def dead_worker(self) -> Any:
+        for process in self.pool_processes:
+            if process.exitcode is not None:
+                return process
+        return None
+
+    def check_alive(self) -> None:
+        if self.manager_process is not None and not self.manager_alive():
+            raise CycleFailure(
+                "manager_died",
+                f"Manager pid {self.manager_process.pid} exited "
+                f"(exit code {self.manager_process.exitcode})",
+            )
+        dead = self.dead_worker()
+        if dead is not None:
+            raise CycleFailure(
+                "worker_died", f"pool worker pid {dead.pid} exited (exit code {dead.exitcode})"
+            )
+
+    def workers_live(self) -> int:
+        pool = self.pool
+        if pool is None:
+            return 0
+        current = list(getattr(pool, "_pool", []))
+        return sum(1 for process in current if process.exitcode is None)
+
+    # -- phases -----------------------------------------------------------------------------------
+
+    def start(self, deadline: float) -> None:
+        probe = self.probe
+        self.manager = self.call(self.ctx.Manager, deadline, "starting the Manager", "spawn_failed")
+        self.manager_process = self.manager._process
+        self.probe_queue = self.call(
+            lambda: self.manager.Queue(probe.queue_maxsize),
+            deadline,
+            "creating the Manager queue",
+            "manager_died",
+        )
+        self.pool = self.call(
+            lambda: self.ctx.Pool(probe.workers), deadline, "starting the pool", "spawn_failed"
+        )
+        # The pool replaces dead workers behind our back; keep the originals so a death is seen.
+        self.pool_processes = list(getattr(self.pool, "_pool", []))
+        self.observer.processes_started(
+            self.manager_process.pid, tuple(p.pid for p in self.pool_processes)
+        )
+
+    def run_jobs(self, deadline: float) -> None:
+        probe = self.probe
+        plan: list[tuple[JobKind, workers.Job]] = [
+            ("producer", self.jobs.producer),
+            ("consumer", self.jobs.consumer),
+        ]
+        for round_no in range(1, probe.rounds + 1):
+            for kind, job in plan:
+                self.run_one(kind, job, round_no, deadline)
+
+    def run_one(self, kind: JobKind, job: workers.Job, round_no: int, deadline: float) -> None:
+        try:
+            outcome = self.wait_for_job(kind, job, round_no, deadline)
+        except CycleFailure:
+            # The job in flight is lost with the cycle.
+            self.jobs_failed += 1
+            raise
+        self.job_counter += 1
+        depth = self.call(self.probe_queue.qsize, deadline, "sampling queue depth", "manager_died")
+        self.depth_max = max(self.depth_max, depth)
+        live = self.workers_live()
+        self.observer.job_finished(
+            LiveSample(probe=self.probe.name, queue_depth=depth, workers_live=live)
+        )
+        self.reports.append(
+            JobReport(
+                kind=kind,
+                round=round_no,
+                pid=int(outcome["pid"]),
+                process_name=str(outcome["process_name"]),
+                is_alive=bool(outcome["is_alive"]),
+                parent_pid=int(outcome["parent_pid"]),
+                host_pid_count=int(outcome["host_pid_count"]),
+                started_at=float(outcome["started_at"]),
+                items=tuple(outcome["items"]),
+                full_events=int(outcome["full_events"]),
+                operation_seconds=tuple(outcome["operation_seconds"]),
+                error=None,
+                job_counter=self.job_counter,
+                queue_depth_after=depth,
+                workers_live_after=live,
+            )
+        )
+
+    def wait_for_job(
+        self, kind: JobKind, job: workers.Job, round_no: int, deadline: float
+    ) -> dict[str, Any]:
+        assert self.pool is not None
+        probe = self.probe
+        pending = self.pool.apply_async(
+            workers.run_job,
+            (job, self.probe_queue, round_no, probe.items_per_producer, probe.job_pause),
+        )
+        while not pending.ready():
+            self.check_alive()
+            left = self.remaining(deadline)
+            if left <= 0:
+                raise CycleFailure(
+                    "timeout", f"{kind} job of round {round_no} unfinished after {probe.timeout}s"
+                )
+            pending.wait(min(POLL_SECONDS, left))
+        try:
+            outcome: dict[str, Any] = pending.get(0)
+        except Exception as exc:
+            raise CycleFailure("job_error", f"{kind} job of round {round_no}: {exc!r}") from None
+        error = outcome.get("error")
+        if error is not None:
+            # A dead Manager shows up in the worker as EOFError/BrokenPipeError first; name the
+            # cause, not the symptom. The Manager's exit may take a moment to be seen.
+            settle = time.monotonic() + 0.5
+            while self.manager_alive() and time.monotonic() < settle:
+                time.sleep(0.01)
+            self.check_alive()
+            raise CycleFailure("job_error", f"{kind} job of round {round_no} raised {error}")
+        return outcome
+
+    def check_counts(self) -> None:
+        probe = self.probe
+        expected_jobs = 2 * probe.rounds
+        put = sum(len(r.items) for r in self.reports if r.kind == "producer")
+        got = sum(len(r.items) for r in self.reports if r.kind == "consumer")
+        full = sum(r.full_events for r in self.reports)
+        if (
+            self.job_counter != expected_jobs
+            or put + full != probe.rounds * probe.items_per_producer
+        ):
+            raise CycleFailure(
+                "job_error",
+                f"counts do not add up: {self.job_counter} of {expected_jobs} jobs, "
+                f"{put} put + {full} full of {probe.rounds * probe.items_per_producer} items",
+            )
+        if got != put:
+            raise CycleFailure("job_error", f"counts do not add up: {put} put but {got} got")
+
+    def close_gracefully(self) -> None:
+        """Close and join the pool and stop the Manager, as the seed's ``with`` blocks do."""
+        deadline = time.monotonic() + TEARDOWN_SECONDS
+        pool = self.pool
+        assert pool is not None
+        self.call(pool.close, deadline, "closing the pool", "worker_died")
+        self.call(pool.join, deadline, "joining the pool", "worker_died")
+        self.call(self.manager.shutdown, deadline, "stopping the Manager", "manager_died")
+
+    # -- forced teardown --------------------------------------------------------------------------
+
+    def new_processes(self, before: dict[int, psutil.Process]) -> list[psutil.Process]:
+        """Descendants that did not exist before the cycle, helpers excluded."""
+        found = []
+        for pid, proc in _descendants().items():
+            known = before.get(pid)
+            if known is not None and known.create_time() == proc.create_time():
+                continue
+            if _helper_role(proc, self.own_pid) is None:
+                found.append(proc)
+        return found
+
+    def kill_everything(self, before: dict[int, psutil.Process]) -> None:
+        """SIGKILL every process the cycle started, then let the pool and Manager objects finish
+        without any of them waiting on a lock or a socket that a dead process held."""
+        pool = self.pool
+        if pool is not None:
+            # Stop the pool's maintenance thread from starting replacements for what we kill.
+            handler = getattr(pool, "_worker_handler", None)
+            if handler is not None:
+                handler._state = multiprocessing.pool.TERMINATE
+        targets = {p.pid for p in self.pool_processes}
+        if self.manager_process is not None and self.manager_process.pid is not None:
+            targets.add(self.manager_process.pid)
+        for _ in range(5):
+            pids = targets | {p.pid for p in self.new_processes(before)}
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            targets = set()
+            self.reap(before, time.monotonic() + REAP_SECONDS)
+            if not self.new_processes_alive(before):
+                break
+        if pool is not None:
+            self.finish_pool(pool)
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                # The Manager process is dead: shutdown() only joins it and marks the state.
+                self.caller.call(self.manager.shutdown, REAP_SECONDS, "stopping the Manager")
+
+    def retire_forkserver(self) -> None:
+        """After a cycle could not start its processes, stop the forkserver too: it may be what
+        is broken (stopped, or crashed half-way through a request, which leaves it refusing
+        connections while multiprocessing still thinks it runs). It is left as a zombie for
+        multiprocessing to reap, which then starts a fresh one for the next cycle."""
+        if not isinstance(self.ctx, multiprocessing.context.ForkServerContext):
+            return
+        for pid, proc in _descendants().items():
+            if _helper_role(proc, self.own_pid) != "forkserver":
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + REAP_SECONDS
+            while time.monotonic() < deadline:
+                try:
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.Error:
+                    break
+                time.sleep(0.005)
+
+    def finish_pool(self, pool: multiprocessing.pool.Pool) -> None:
+        """Pool.terminate() with the pool's locks replaced: a worker SIGKILLed while holding the
+        task queue's read lock or the result queue's write lock leaves them locked forever, and
+        terminate() acquires the first and writes through the second."""
+        inqueue = getattr(pool, "_inqueue", None)
+        outqueue = getattr(pool, "_outqueue", None)
+        if inqueue is not None:
+            inqueue._rlock = self.ctx.Lock()
+        if outqueue is not None and getattr(outqueue, "_wlock", None) is not None:
+            outqueue._wlock = self.ctx.Lock()
+        # Results that will never arrive; terminate() refuses to run with a dead result handler
+        # and a non-empty cache (gh-79492).
+        cache = getattr(pool, "_cache", None)
+        if cache is not None:
+            cache.clear()
+        with contextlib.suppress(Exception):
+            self.caller.call(pool.terminate, REAP_SECONDS, "terminating the pool")
+
+    def reap(self, before: dict[int, psutil.Process], deadline: float) -> None:
+        """Wait for killed processes to go; reap pqd's own children that multiprocessing does not
+        know about (orphans adopted as a subreaper), and let multiprocessing reap the rest so its
+        Process objects see their exit codes."""
+        for process in [*self.pool_processes, self.manager_process]:
+            if process is not None:
+                with contextlib.suppress(Exception):
+                    process.join(max(0.0, deadline - time.monotonic()))
+        known = {p.pid for p in multiprocessing.active_children()}
+        while time.monotonic() < deadline:
+            alive = False
+            for proc in self.new_processes(before):
+                if proc.pid not in known and self._reap_own_zombie(proc):
+                    continue
+                if not _is_gone(proc, self.own_pid):
+                    alive = True
+            if not alive:
+                return
+            time.sleep(0.01)
+
+    def _reap_own_zombie(self, proc: psutil.Process) -> bool:
+        try:
+            if proc.ppid() != self.own_pid:
+                return False
+            pid, _ = os.waitpid(proc.pid, os.WNOHANG)
+            return pid == proc.pid
+        except (psutil.Error, ChildProcessError):
+            return True
+
+    def new_processes_alive(self, before: dict[int, psutil.Process]) -> list[psutil.Process]:
+        return [p for p in self.new_processes(before) if not _is_gone(p, self.own_pid)]
+
+    def find_leaks(self, before: dict[int, psutil.Process]) -> list[int]:
+        """Processes the cycle started that are still there after a clean teardown."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        self.reap(before, deadline)
+        return sorted(p.pid for p in self.new_processes_alive(before))
+
+    def helpers_started(self, before: dict[int, psutil.Process]) -> tuple[HelperProcess, ...]:
+        found = []
+        for pid, proc in _descendants().items():
+            if pid in before:
+                continue
+            role = _helper_role(proc, self.own_pid)
+            if role is not None:
+                found.append(HelperProcess(pid=pid, role=role))
+        return tuple(sorted(found, key=lambda h: h.pid))
+
+
+def run_cycle(
+    probe: ProbeConfig,
+    *,
+    jobs: JobFunctions | None = None,
+    observer: CycleObserver | None = None,
+) -> CycleResult:
+    """Run one cycle of ``probe`` and report what it saw. Never raises for probe failures and
+    leaves no process of its own behind, whatever happened."""
+    cycle = _Cycle(probe, jobs or JobFunctions(), observer or _NoObserver())
+    started_at = time.time()
+    t0 = time.monotonic()
+    deadline = t0 + probe.timeout
+    before = _descendants()
+    pid_count_before = _host_pid_count()
+    pid_count_during = -1
+    failure: CycleFailure | None = None
+    phase = "pool_start"
+    phase_t0 = t0
+    try:
+        cycle.start(deadline)
+        pid_count_during = _host_pid_count()
+        cycle.phase_seconds["pool_start"] = time.monotonic() - phase_t0
+        phase, phase_t0 = "jobs", time.monotonic()
+        cycle.run_jobs(deadline)
+        cycle.check_counts()
+        cycle.phase_seconds["jobs"] = time.monotonic() - phase_t0
+        phase, phase_t0 = "teardown", time.monotonic()
+        cycle.close_gracefully()
+    except CycleFailure as exc:
+        failure = exc
+    except Exception as exc:  # a bug or an OS error we did not foresee: still clean up
+        failure = CycleFailure(
+            "spawn_failed" if phase == "pool_start" else "job_error", f"{type(exc).__name__}: {exc}"
+        )
+    if failure is not None:
+        if phase not in cycle.phase_seconds:
+            cycle.phase_seconds[phase] = time.monotonic() - phase_t0
+        teardown_t0 = time.monotonic()
+        cycle.kill_everything(before)
+        if phase == "pool_start":
+            cycle.retire_forkserver()
+        cycle.phase_seconds["teardown"] = cycle.phase_seconds.get("teardown", 0.0) + (
+            time.monotonic() - teardown_t0
+        )
+        leaked: list[int] = []
+    else:
+        leaked = cycle.find_leaks(before)
+        cycle.phase_seconds["teardown"] = time.monotonic() - phase_t0
+        if leaked:
+            failure = CycleFailure(
+                "leak", f"{len(leaked)} process(es) left behind: {', '.join(map(str, leaked))}"
+            )
+            cycle.kill_everything(before)
+    cycle.caller.close(REAP_SECONDS)
+    pid_count_after = _host_pid_count()
+    ended_at = time.time()
+    reports = tuple(cycle.reports)
+    return CycleResult(
+        probe=probe.name,
+        cycle_id=cycle.cycle_id,
+        start_method=probe.start_method,
+        workers_configured=probe.workers,
+        queue_capacity=probe.queue_maxsize,
+        rounds=probe.rounds,
+        items_per_producer=probe.items_per_producer,
+        main_pid=cycle.own_pid,
+        main_process_name=multiprocessing.current_process().name,
+        started_at=started_at,
+        ended_at=ended_at,
+        duration_seconds=time.monotonic() - t0,
+        success=failure is None,
+        reason=None if failure is None else failure.reason,
+        detail="ok" if failure is None else failure.detail,
+        jobs_completed=cycle.job_counter,
+        jobs_failed=cycle.jobs_failed,
+        queue_full_events=sum(r.full_events for r in reports),
+        items_put=sum(len(r.items) for r in reports if r.kind == "producer"),
+        items_got=sum(len(r.items) for r in reports if r.kind == "consumer"),
+        queue_depth_max=cycle.depth_max,
+        host_pid_count_before=pid_count_before,
+        host_pid_count_during=pid_count_during,
+        host_pid_count_after=pid_count_after,
+        leaked_processes=len(leaked),
+        leaked_pids=tuple(leaked),
+        helpers_started=cycle.helpers_started(before),
+        phase_seconds=dict(cycle.phase_seconds),
+        jobs=reports,
+    )
