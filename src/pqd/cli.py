@@ -1,0 +1,209 @@
+"""Command line: ``pqd run``, ``pqd once``, ``pqd check-config``, ``pqd --version``.
+
+Every error a user can cause ends here as one line on stderr and an exit code: 2 for usage
+(flags), 78 (EX_CONFIG) for a bad config file or environment. Never a traceback for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from pqd import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+
+#: Flags that override config fields: (flag, field, help). Probe fields apply to every probe.
+OVERRIDE_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--listen-address", "listen_address", "address to serve HTTP on, [host]:port (:10029)"),
+    ("--log-format", "log_format", "logfmt or json"),
+    ("--log-level", "log_level", "debug, info, warning or error"),
+    ("--history-limit", "history_limit", "cycles kept per probe for the web pages"),
+    ("--web-config-file", "web_config_file", "exporter-toolkit web config (TLS, basic auth)"),
+    ("--start-method", "start_method", "forkserver, spawn or fork (every probe)"),
+    ("--workers", "workers", "pool size (every probe)"),
+    ("--queue-maxsize", "queue_maxsize", "queue capacity (every probe)"),
+    ("--rounds", "rounds", "producer/consumer rounds per cycle (every probe)"),
+    ("--items-per-producer", "items_per_producer", "items each producer puts (every probe)"),
+    ("--job-pause", "job_pause", "pause inside each job, e.g. 1s (every probe)"),
+    ("--timeout", "timeout", "deadline of one cycle, e.g. 30s (every probe)"),
+    ("--interval", "interval", "run every probe at this interval, e.g. 15s"),
+    ("--cron", "cron", "run every probe on this 5-field cron schedule"),
+)
+_RUN_ONLY_FIELDS = {
+    "listen_address",
+    "log_format",
+    "log_level",
+    "history_limit",
+    "web_config_file",
+    "interval",
+    "cron",
+}
+
+
+class UsageError(Exception):
+    """A bad command line; exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage plus a message over several lines; operators get one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="pqd", description="Probe Python multiprocessing health for Prometheus.")
+    parser.add_argument("--version", action="version", version=f"pqd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add_config_flags(sub: argparse.ArgumentParser, *, run: bool) -> None:
+        sub.add_argument("--config", metavar="FILE", help="TOML config file (or $PQD_CONFIG)")
+        for flag, field, text in OVERRIDE_FLAGS:
+            if run or field not in _RUN_ONLY_FIELDS:
+                sub.add_argument(flag, dest=f"override_{field}", metavar="VALUE", help=text)
+
+    run = commands.add_parser("run", help="run the daemon")
+    add_config_flags(run, run=True)
+
+    once = commands.add_parser("once", help="run one cycle of each probe, print it, exit 0/1")
+    add_config_flags(once, run=False)
+    once.add_argument("--probe", action="append", metavar="NAME", help="only this probe")
+    once.add_argument("--json", action="store_true", help="print the results as JSON")
+    once.add_argument(
+        "--textfile",
+        metavar="PATH",
+        help="write the metrics for node_exporter's textfile collector",
+    )
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        name.removeprefix("override_"): value
+        for name, value in vars(args).items()
+        if name.startswith("override_") and value is not None
+    }
+
+
+def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """Defaults < file < environment < flags; file and environment errors are config errors
+    (78), flag errors usage errors (2)."""
+    from pqd import config
+
+    path = args.config if args.config is not None else config.config_path_from_env(environ)
+    loaded = config.Config() if path is None else config.config_from_file(path)
+    loaded = config.apply_overrides(
+        loaded, config.overrides_from_env(environ), origin=lambda f: "PQD_" + f.upper()
+    )
+    try:
+        return config.apply_overrides(
+            loaded, _flag_overrides(args), origin=lambda f: "--" + f.replace("_", "-")
+        )
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(result)
+    data["pid_count_delta"] = result.pid_count_delta
+    return data
+
+
+def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pqd.cycle import become_child_subreaper, run_cycle
+    from pqd.trace import render_summary, render_trace
+
+    loaded = load(args, environ)
+    probes = list(loaded.probes)
+    if args.probe:
+        unknown = sorted(set(args.probe) - {p.name for p in probes})
+        if unknown:
+            raise UsageError(f"--probe={unknown[0]!r}: no such probe in the config")
+        probes = [p for p in probes if p.name in args.probe]
+    become_child_subreaper()
+    results = []
+    for probe in probes:
+        result = run_cycle(probe)
+        results.append(result)
+        if not args.json:
+            print("\n".join(render_trace(result)))
+            print()
+            print("\n".join(render_summary(result)))
+            print(flush=True)
+    if args.json:
+        print(json.dumps([_result_json(r) for r in results], indent=2))
+    if args.textfile:
+        _write_textfile(args.textfile, loaded, results)
+    return EXIT_OK if all(r.success for r in results) else EXIT_FAILED
+
+
+def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from pqd.metrics import PqdMetrics, ProbeSpec, write_textfile
+
+    registry = CollectorRegistry()
+    metrics = PqdMetrics(
+        registry,
+        version=__version__,
+        probes=[
+            ProbeSpec(p.name, p.start_method, p.workers, p.queue_maxsize) for p in loaded.probes
+        ],
+        process_collectors=False,
+    )
+    for result in results:
+        metrics.observe_cycle(result)
+    try:
+        write_textfile(path, registry)
+    except OSError as exc:
+        raise UsageError(f"--textfile={path!r}: {exc.strerror or exc}") from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from pqd import config
+
+    loaded = config.config_from_file(args.file)
+    names = ", ".join(p.name for p in loaded.probes)
+    print(f"{args.file}: ok ({len(loaded.probes)} probe(s): {names})")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("a command is required: run, once or check-config")
+        if args.command == "once":
+            return cmd_once(args, env)
+        if args.command == "check-config":
+            return cmd_check_config(args)
+        raise UsageError(f"{args.command}: not available yet")
+    except UsageError as exc:
+        print(f"pqd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from pqd.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            print(f"pqd: config error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
+
+
+def entry_point() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""A CycleResult as the seed script printed it, line for line, plus a summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pqd.results import CycleResult
+
+SEPARATOR = "**********"
+
+
+def _timestamp(unix_time: float) -> str:
+    # The seed printed datetime.now(): local time, always with microseconds.
+    return datetime.fromtimestamp(unix_time).isoformat(sep=" ", timespec="microseconds")
+
+
+def render_trace(result: CycleResult) -> list[str]:
+    """The seed's line shapes: main line, per job its worker line, parent, queue operations and
+    the ('pid', …) tuple, count(N) after each consumer, the separator, the main line again."""
+    lines = [
+        f"{_timestamp(result.started_at)} {result.main_pid} {result.main_process_name} "
+        f"{result.host_pid_count_before}"
+    ]
+    for job in result.jobs:
+        lines.append(f"{_timestamp(job.started_at)} {job.pid} {job.process_name} {job.is_alive}")
+        lines.append(f"parent:  {job.parent_pid}")
+        if job.kind == "producer":
+            lines.extend(f"put in q：{item}" for item in job.items)
+            lines.extend("Full q !!!" for _ in range(job.full_events))
+        else:
+            lines.extend(f"get from q：{item}" for item in job.items)
+        lines.append(str(("pid", job.pid, "pid count", job.host_pid_count, "name", str(job.round))))
+        if job.kind == "consumer":
+            lines.append(f"count({job.job_counter})")
+    if not result.success:
+        lines.append(f"cycle failed: {result.reason}: {result.detail}")
+    lines.append(SEPARATOR)
+    lines.append(
+        f"{_timestamp(result.ended_at)} {result.main_pid} {result.main_process_name} "
+        f"{result.host_pid_count_after}"
+    )
+    return lines
+
+
+def render_summary(result: CycleResult) -> list[str]:
+    """One ``key: value`` per line, for people and for grep."""
+    phases = " ".join(f"{name}={seconds:.3f}s" for name, seconds in result.phase_seconds.items())
+    helpers = ", ".join(f"{h.role} pid {h.pid}" for h in result.helpers_started) or "none new"
+    outcome = "success" if result.success else f"failed ({result.reason})"
+    return [
+        f"probe: {result.probe}",
+        f"result: {outcome}",
+        f"detail: {result.detail}",
+        f"cycle_id: {result.cycle_id}",
+        f"start_method: {result.start_method}",
+        f"duration_seconds: {result.duration_seconds:.3f}",
+        f"phases: {phases}",
+        f"jobs_completed: {result.jobs_completed}",
+        f"jobs_failed: {result.jobs_failed}",
+        f"queue_full_events: {result.queue_full_events}",
+        f"queue_capacity: {result.queue_capacity}",
+        f"queue_depth_max: {result.queue_depth_max}",
+        f"items_put: {result.items_put}",
+        f"items_got: {result.items_got}",
+        f"pid_count_before: {result.host_pid_count_before}",
+        f"pid_count_during: {result.host_pid_count_during}",
+        f"pid_count_after: {result.host_pid_count_after}",
+        f"pid_count_delta: {result.pid_count_delta}",
+        f"leaked_processes: {result.leaked_processes}",
+        f"multiprocessing_helpers_started: {helpers}",
+    ]
