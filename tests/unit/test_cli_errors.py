@@ -1,0 +1,116 @@
+"""Every bad flag, environment variable or config value: exit 2 or 78, one stderr line naming
+what was wrong, never a traceback. Runs cli.main() in-process; nothing here starts a cycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pqd.cli import main
+
+FLAG_CASES = [
+    (["once", "--workers", "0"], "--workers", "0"),
+    (["once", "--workers", "-3"], "--workers", "-3"),
+    (["once", "--workers", "abc"], "--workers", "abc"),
+    (["once", "--workers", "1.5"], "--workers", "1.5"),
+    (["once", "--queue-maxsize", "0"], "--queue-maxsize", "0"),
+    (["once", "--rounds", "0"], "--rounds", "0"),
+    (["once", "--items-per-producer", "-1"], "--items-per-producer", "-1"),
+    (["once", "--start-method", "thread"], "--start-method", "thread"),
+    (["once", "--timeout", "10"], "--timeout", "10"),
+    (["once", "--timeout", "0s"], "--timeout", "0s"),
+    (["once", "--job-pause=-1s"], "--job-pause", "-1s"),
+    (["once", "--job-pause", "5s", "--timeout", "10s"], "timeout", "10"),
+    (["once", "--bogus"], "--bogus", "--bogus"),
+    (["once", "--probe", "nosuch"], "--probe", "nosuch"),
+    (["frobnicate"], "frobnicate", "frobnicate"),
+    ([], "command", "command"),
+    (["check-config"], "FILE", "FILE"),
+]
+
+ENV_CASES = [
+    ({"PQD_WORKERS": "0"}, "PQD_WORKERS", "0"),
+    ({"PQD_WORKERS": "many"}, "PQD_WORKERS", "many"),
+    ({"PQD_NOPE": "1"}, "PQD_NOPE", "1"),
+    ({"PQD_TIMEOUT": "soon"}, "PQD_TIMEOUT", "soon"),
+    ({"PQD_START_METHOD": "vfork"}, "PQD_START_METHOD", "vfork"),
+    ({"PQD_CONFIG": "/nonexistent/pqd.toml"}, "/nonexistent/pqd.toml", "/nonexistent/pqd.toml"),
+]
+
+FILE_CASES = [
+    ("workers = 4\n[probes", "invalid TOML", "probes"),
+    ("bogus = 1\n", "bogus", "1"),
+    ('[probes.a]\nworkers = "4"\n', "probes.a.workers", "4"),
+    ("[probes.a]\nworkers = true\n", "probes.a.workers", "True"),
+    ("[probes.a]\nworkers = 0\n", "probes.a.workers", "0"),
+    ("[probes.a]\nqueue_maxsize = -5\n", "probes.a.queue_maxsize", "-5"),
+    ("[probes]\n", "probes", "{}"),
+    ('[probes.a]\ninterval = "15s"\ncron = "* * * * *"\n', "probes.a", "cron"),
+    ('[probes.a]\ncron = "61 * * * *"\n', "probes.a.cron", "61 * * * *"),
+    ('[probes.a]\ninterval = "-5s"\n', "probes.a.interval", "-5s"),
+    ("[probes.a]\ntimeout = 30\n", "probes.a.timeout", "30"),
+    ('[probes.a]\nstart_method = "threads"\n', "probes.a.start_method", "threads"),
+    ('[probes.a]\ncolour = "red"\n', "probes.a.colour", "red"),
+    ('listen_address = "localhost"\n', "listen_address", "localhost"),
+    ('log_format = "xml"\n', "log_format", "xml"),
+    ("history_limit = 0\n", "history_limit", "0"),
+]
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "field", "value"), FLAG_CASES)
+def test_bad_flag(
+    argv: list[str], field: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(argv, environ={})
+
+    line = one_line(capsys.readouterr().err)
+    assert code == 2
+    assert field in line and value in line
+
+
+@pytest.mark.parametrize(("environ", "field", "value"), ENV_CASES)
+def test_bad_environment(
+    environ: dict[str, str], field: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["once"], environ=environ)
+
+    line = one_line(capsys.readouterr().err)
+    assert code == 78
+    assert field in line and value in line
+
+
+@pytest.mark.parametrize(("text", "field", "value"), FILE_CASES)
+@pytest.mark.parametrize("command", ["once", "check-config"])
+def test_bad_config_file(
+    text: str,
+    field: str,
+    value: str,
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "pqd.toml"
+    path.write_text(text)
+    argv = ["once", "--config", str(path)] if command == "once" else ["check-config", str(path)]
+
+    code = main(argv, environ={})
+
+    line = one_line(capsys.readouterr().err)
+    assert code == 78
+    assert field in line and value in line
+
+
+def test_good_config_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pqd.toml"
+    path.write_text('[probes.a]\nworkers = 2\n[probes.b]\ncron = "*/5 * * * *"\n')
+
+    assert main(["check-config", str(path)], environ={}) == 0
+    assert "2 probe(s): a, b" in capsys.readouterr().out
