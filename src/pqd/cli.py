@@ -98,8 +98,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
-    """Defaults < file < environment < flags; file and environment errors are config errors
-    (78), flag errors usage errors (2)."""
+    """Defaults < file < environment < flags. Raises ConfigError naming where the bad value
+    came from: a flag (``--workers``: a usage error), else the file or environment."""
     from pqd import config
 
     path = args.config if args.config is not None else config.config_path_from_env(environ)
@@ -107,12 +107,9 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
     loaded = config.apply_overrides(
         loaded, config.overrides_from_env(environ), origin=lambda f: "PQD_" + f.upper()
     )
-    try:
-        return config.apply_overrides(
-            loaded, _flag_overrides(args), origin=lambda f: "--" + f.replace("_", "-")
-        )
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    return config.apply_overrides(
+        loaded, _flag_overrides(args), origin=lambda f: "--" + f.replace("_", "-")
+    )
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -190,6 +187,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return cmd_once(args, env)
         if args.command == "check-config":
             return cmd_check_config(args)
+        if args.command == "run":
+            from pqd.daemon import run_daemon
+
+            return run_daemon(load(args, env), reload_config=lambda: load(args, os.environ))
         raise UsageError(f"{args.command}: not available yet")
     except UsageError as exc:
         print(f"pqd: error: {exc}", file=sys.stderr)
@@ -200,6 +201,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from pqd.config import ConfigError
 
         if isinstance(exc, ConfigError):
+            if exc.field.startswith("--"):
+                print(f"pqd: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
             print(f"pqd: config error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         raise

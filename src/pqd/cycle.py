@@ -61,6 +61,13 @@ class CycleFailure(Exception):
         self.detail = detail
 
 
+CANCELLED = "cancelled: pqd is stopping"
+
+
+class Cancelled(Exception):
+    """The daemon is stopping; the cycle is cut short (and not exported)."""
+
+
 class CycleObserver(Protocol):
     """Told what happens while a cycle runs; the daemon feeds live gauges from it."""
 
@@ -121,14 +128,25 @@ class _BlockingCaller:
                 pending.error = exc
             pending.done.set()
 
-    def call(self, func: Callable[[], T], timeout: float, what: str) -> T:
+    def call(
+        self,
+        func: Callable[[], T],
+        timeout: float,
+        what: str,
+        cancel: threading.Event | None = None,
+    ) -> T:
         if self.stuck:
             raise TimeoutError(f"{what}: an earlier call is still blocked")
         pending = _Pending()
         self._calls.put((func, pending))
-        if not pending.done.wait(max(timeout, 0.0)):
-            self.stuck = True
-            raise TimeoutError(f"{what} did not return within {timeout:.1f}s")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while not pending.done.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
+            if cancel is not None and cancel.is_set():
+                self.stuck = True
+                raise Cancelled(f"{what}: {CANCELLED}")
+            if time.monotonic() >= deadline:
+                self.stuck = True
+                raise TimeoutError(f"{what} did not return within {timeout:.1f}s")
         if pending.error is not None:
             raise pending.error
         return pending.value  # type: ignore[no-any-return]
@@ -219,8 +237,15 @@ def _host_pid_count() -> int:
 class _Cycle:
     """The state of one running cycle; used once by run_cycle."""
 
-    def __init__(self, probe: ProbeConfig, jobs: JobFunctions, observer: CycleObserver) -> None:
+    def __init__(
+        self,
+        probe: ProbeConfig,
+        jobs: JobFunctions,
+        observer: CycleObserver,
+        cancel: threading.Event | None,
+    ) -> None:
         self.probe = probe
+        self.cancel = cancel
         self.jobs = jobs
         self.observer = observer
         self.own_pid = os.getpid()
@@ -242,22 +267,22 @@ class _Cycle:
         self.depth_max = 0
         self.phase_seconds: dict[str, float] = {}
 
-    # -- deadlines -------------------------------------------------------------------------------
+    # -- deadlines -----
 
     def remaining(self, deadline: float) -> float:
         return deadline - time.monotonic()
 
     def call(self, func: Callable[[], T], deadline: float, what: str, reason: str) -> T:
         try:
-            return self.caller.call(func, self.remaining(deadline), what)
-        except TimeoutError as exc:
+            return self.caller.call(func, self.remaining(deadline), what, self.cancel)
+        except (TimeoutError, Cancelled) as exc:
             raise CycleFailure("timeout", str(exc)) from None
         except CycleFailure:
             raise
         except Exception as exc:
             raise CycleFailure(reason, f"{what}: {type(exc).__name__}: {exc}") from None
 
-    # -- liveness ---------------------------------------------------------------------------------
+    # -- liveness -----
 
     def manager_alive(self) -> bool:
         return self.manager_process is not None and self.manager_process.exitcode is None
@@ -269,6 +294,8 @@ class _Cycle:
         return None
 
     def check_alive(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CycleFailure("timeout", CANCELLED)
         if self.manager_process is not None and not self.manager_alive():
             raise CycleFailure(
                 "manager_died",
@@ -288,7 +315,7 @@ class _Cycle:
         current = list(getattr(pool, "_pool", []))
         return sum(1 for process in current if process.exitcode is None)
 
-    # -- phases -----------------------------------------------------------------------------------
+    # -- phases -----
 
     def start(self, deadline: float) -> None:
         probe = self.probe
@@ -548,10 +575,14 @@ def run_cycle(
     *,
     jobs: JobFunctions | None = None,
     observer: CycleObserver | None = None,
+    cancel: threading.Event | None = None,
 ) -> CycleResult:
     """Run one cycle of ``probe`` and report what it saw. Never raises for probe failures and
-    leaves no process of its own behind, whatever happened."""
-    cycle = _Cycle(probe, jobs or JobFunctions(), observer or _NoObserver())
+    leaves no process of its own behind, whatever happened.
+
+    Setting ``cancel`` ends the cycle early as a failure with detail ``CANCELLED`` (the daemon
+    does so when it stops; such a result is not exported)."""
+    cycle = _Cycle(probe, jobs or JobFunctions(), observer or _NoObserver(), cancel)
     started_at = time.time()
     t0 = time.monotonic()
     deadline = t0 + probe.timeout
