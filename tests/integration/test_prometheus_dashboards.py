@@ -1,0 +1,437 @@
+"""The operations bundle against the real thing: a `pqd run` process scraped by a real
+Prometheus (Debian's `prometheus` package) that loads deploy/prometheus's rules.
+
+Every query of every panel of every dashboard in grafana/dashboards/ is run through Prometheus'
+HTTP API, with the dashboard variables filled in the way Grafana fills them, and must parse and
+return data for every configured probe. The rules must load and evaluate without error, and a
+healthy pqd must not make any pqd alert even pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "deploy/prometheus"
+DASHBOARD_DIR = ROOT / "grafana/dashboards"
+
+#: Two probes, so that multi-value variables and per-probe results are really exercised, with
+#: the start methods that matter most (the daemon's default and the portable one). interval 1s
+#: gives a few cycles within seconds; job_pause 0 keeps cycles short on a 2-core CI machine.
+PROBES = ("fs", "sp")
+PQD_CONFIG = """\
+log_format = "logfmt"
+log_level = "info"
+
+[probes.fs]
+start_method = "forkserver"
+workers = 2
+queue_maxsize = 3
+rounds = 2
+items_per_producer = 5
+job_pause = "0s"
+timeout = "30s"
+interval = "1s"
+
+[probes.sp]
+start_method = "spawn"
+workers = 2
+queue_maxsize = 3
+rounds = 2
+items_per_producer = 5
+job_pause = "0s"
+timeout = "30s"
+interval = "1s"
+"""
+
+#: Cycles per probe before queries are judged: enough for rate() over RANGE to see increases.
+MIN_CYCLES = 3
+SCRAPE_INTERVAL = "1s"
+#: What Grafana would put in $__rate_interval and friends for a short time range with a 1s
+#: scrape interval (at least 4 scrapes per window, as Grafana guarantees).
+RANGE = "10s"
+GRAFANA_BUILTINS = {
+    "__rate_interval": RANGE,
+    "__interval": RANGE,
+    "__range": "1m",
+    "__range_s": "60",
+    "__range_ms": "60000",
+    "__interval_ms": "10000",
+}
+STARTUP_SECONDS = 60.0
+DATA_SECONDS = 90.0
+
+
+# --- plumbing -------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], T], what: str, seconds: float) -> T:
+    """Poll until ``predicate`` returns something truthy; never a fixed sleep."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def start(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        # Own session: the whole tree (pqd's workers, managers, forkserver) can be killed as a
+        # group whatever state the test leaves it in.
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM and wait; SIGKILL on timeout; then SIGKILL whatever is left of the group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, what: str, log: Path) -> None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
+        return http_status(url) == 200
+
+    try:
+        wait_until(ready, f"{what} at {url}", STARTUP_SECONDS)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- {what} log\n{tail(log)}") from None
+
+
+@dataclass(frozen=True)
+class Stack:
+    pqd_instance: str
+    prometheus_url: str
+    pqd_log: Path
+    prometheus_log: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"{self.prometheus_url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            # Prometheus answers a bad query with 400 and a JSON error: return it to the caller.
+            body = json.load(exc)
+        return body
+
+    def query(self, expr: str) -> dict[str, Any]:
+        return self.api("query", query=expr)  # type: ignore[no-any-return]
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pqd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp = tmp_path_factory.mktemp("pqd")
+    config = tmp / "pqd.toml"
+    config.write_text(PQD_CONFIG)
+    address = f"127.0.0.1:{free_port()}"
+    log = tmp / "pqd.log"
+    proc = start(
+        [sys.executable, "-m", "pqd", "run", "--config", str(config), "--listen-address", address],
+        log,
+    )
+    try:
+        wait_ready(proc, f"http://{address}/-/ready", "pqd", log)
+        yield address, log
+    finally:
+        stop(proc)
+
+
+def prometheus_config(target: str) -> dict[str, Any]:
+    """deploy/prometheus/prometheus.yml with only what a test must change: the target, the
+    intervals, and absolute rule file paths (the copy lives in a tmp directory)."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = SCRAPE_INTERVAL
+    config["global"]["evaluation_interval"] = SCRAPE_INTERVAL
+    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    (job,) = (j for j in config["scrape_configs"] if j["job_name"] == "pqd")
+    assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["localhost:10029"]
+    job["static_configs"] = [{"targets": [target]}]
+    job["scrape_timeout"] = SCRAPE_INTERVAL  # may not exceed the scrape interval
+    return config  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def stack(pqd: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus not found on PATH; install it: apt-get install -y prometheus")
+    address, pqd_log = pqd
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = tmp / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(address)))
+    listen = f"127.0.0.1:{free_port()}"
+    log = tmp / "prometheus.log"
+    proc = start(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address={listen}",
+        ],
+        log,
+    )
+    try:
+        wait_ready(proc, f"http://{listen}/-/ready", "prometheus", log)
+        yield Stack(address, f"http://{listen}", pqd_log, log)
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def cycled(stack: Stack) -> Stack:
+    """The stack once Prometheus has scraped MIN_CYCLES cycles of every probe."""
+
+    def enough() -> bool:
+        result = stack.query(f'pqd_cycles_total{{job="pqd", instance="{stack.pqd_instance}"}}')
+        seen = {s["metric"]["probe"]: float(s["value"][1]) for s in result["data"]["result"]}
+        return set(seen) == set(PROBES) and min(seen.values()) >= MIN_CYCLES
+
+    try:
+        wait_until(enough, f"{MIN_CYCLES} cycles of each probe in Prometheus", DATA_SECONDS)
+    except AssertionError as exc:
+        targets = stack.api("targets")
+        raise AssertionError(
+            f"{exc}\ntargets: {json.dumps(targets)[:2000]}\n--- pqd log\n{tail(stack.pqd_log)}"
+        ) from None
+    return stack
+
+
+# --- dashboard queries as Grafana sends them ------------------------------------------------
+
+
+def _regex_value(values: list[str]) -> str:
+    """A multi-value variable as Grafana's Prometheus data source renders it in a =~ matcher:
+    regex-escaped values, (a|b) for several, backslashes doubled for the PromQL string."""
+    escaped = [re.sub(r"([\\^$*+?.()|\[\]{}])", r"\\\1", v) for v in values]
+    joined = escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+    return joined.replace("\\", "\\\\")
+
+
+def interpolate(expr: str, variables: dict[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in GRAFANA_BUILTINS:
+            return GRAFANA_BUILTINS[name]
+        if name in variables:
+            return variables[name]
+        raise AssertionError(f"unknown variable ${name} in {expr}")
+
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", replace, expr)
+
+
+def variable_sets(all_values: dict[str, str], instance: str) -> dict[str, dict[str, str]]:
+    return {
+        # The operator picked the job, the host and both probes.
+        "selected": {
+            "job": _regex_value(["pqd"]),
+            "instance": _regex_value([instance]),
+            "probe": _regex_value(list(PROBES)),
+        },
+        # The dashboard's default: "All" everywhere, which Grafana sends as the variable's
+        # allValue (not as the list of values).
+        "all": all_values,
+    }
+
+
+@dataclass(frozen=True)
+class Query:
+    where: str
+    expr: str
+    must_have_data: bool
+    all_values: dict[str, str]
+
+
+def dashboard_queries() -> list[Query]:
+    queries = []
+    for path in sorted(DASHBOARD_DIR.glob("*.json")):
+        board = json.loads(path.read_text())
+        all_values = {
+            v["name"]: v["allValue"] for v in board["templating"]["list"] if v["type"] == "query"
+        }
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                where = f"{path.name} / {panel['title']} / {target['refId']}"
+                queries.append(Query(where, target["expr"], True, all_values))
+        for annotation in board["annotations"]["list"]:
+            if "expr" in annotation:
+                # Failed cycles: a healthy run has none, so this one only has to parse.
+                where = f"{path.name} / annotation {annotation['name']}"
+                queries.append(Query(where, annotation["expr"], False, all_values))
+    assert queries, f"no dashboards in {DASHBOARD_DIR}"
+    return queries
+
+
+def judge(stack: Stack, query: Query, expr: str) -> str | None:
+    """None if the query is fine, else what is wrong with it."""
+    answer = stack.query(expr)
+    if answer.get("status") != "success":
+        return f"error {answer.get('errorType')}: {answer.get('error')}"
+    if not query.must_have_data:
+        return None
+    result = answer["data"]["result"]
+    if not result:
+        return "no data"
+    values = [float(s["value"][1]) for s in result]
+    if not any(math.isfinite(v) for v in values):
+        return f"only NaN/Inf: {result}"
+    probes = {s["metric"]["probe"] for s in result if "probe" in s["metric"]}
+    if probes and probes != set(PROBES):
+        return f"probes {sorted(probes)}, expected {sorted(PROBES)}"
+    return None
+
+
+def test_every_dashboard_query_returns_data(cycled: Stack) -> None:
+    cases = [
+        (query, mode, interpolate(query.expr, variables))
+        for query in dashboard_queries()
+        for mode, variables in variable_sets(query.all_values, cycled.pqd_instance).items()
+    ]
+    problems: dict[str, str] = {}
+
+    def all_fine() -> bool:
+        # Parse errors will not heal, but data may still be arriving (e.g. a rate() window not
+        # yet full): retry everything until the deadline, then report what is still wrong.
+        problems.clear()
+        for query, mode, expr in cases:
+            problem = judge(cycled, query, expr)
+            if problem:
+                problems[f"{query.where} [{mode}]: {expr}"] = problem
+        return not problems
+
+    with contextlib.suppress(AssertionError):
+        wait_until(all_fine, "every dashboard query to return data", DATA_SECONDS)
+    assert not problems, "\n".join(f"{where}\n    -> {why}" for where, why in problems.items())
+
+
+def test_variable_queries_list_the_real_values(cycled: Stack) -> None:
+    expected = {"job": {"pqd"}, "instance": {cycled.pqd_instance}, "probe": set(PROBES)}
+    variables = variable_sets({}, cycled.pqd_instance)["selected"]
+    for path in sorted(DASHBOARD_DIR.glob("*.json")):
+        for variable in json.loads(path.read_text())["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+            assert match, variable["definition"]
+            selector, label = interpolate(match.group(1), variables), match.group(2)
+            answer = cycled.api(f"label/{label}/values", **{"match[]": selector})
+            assert answer["status"] == "success", answer
+            assert set(answer["data"]) == expected[variable["name"]], (variable, answer)
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+def rule_names() -> dict[str, str]:
+    names = {}
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    for file_name in config["rule_files"]:
+        for group in yaml.safe_load((PROMETHEUS_DIR / file_name).read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    names[rule["alert"]] = "alerting"
+                else:
+                    names[rule["record"]] = "recording"
+    return names
+
+
+def test_every_rule_is_loaded_and_evaluates(cycled: Stack) -> None:
+    expected = rule_names()
+    assert "PqdDown" in expected
+
+    def loaded() -> dict[str, dict[str, Any]]:
+        answer = cycled.api("rules")
+        assert answer["status"] == "success", answer
+        rules = {r["name"]: r for g in answer["data"]["groups"] for r in g["rules"]}
+        # A rule reads "unknown" until its first evaluation.
+        if set(rules) >= set(expected) and all(rules[n]["health"] != "unknown" for n in expected):
+            return rules
+        return {}
+
+    rules = wait_until(loaded, "every rule to be evaluated", DATA_SECONDS)
+    for name, kind in expected.items():
+        assert rules[name]["type"] == kind, rules[name]
+        assert rules[name]["health"] == "ok", rules[name]
+        assert not rules[name].get("lastError"), rules[name]
+
+
+def test_a_healthy_pqd_trips_no_alert(cycled: Stack) -> None:
+    # The alerts guard against pqd's start-up values (0 timestamps, success=0 before the first
+    # cycle): none may even be pending while pqd is healthy.
+    alerts = cycled.api("alerts")["data"]["alerts"]
+    pqd_alerts = [a for a in alerts if a["labels"]["alertname"] in rule_names()]
+    assert not pqd_alerts, json.dumps(pqd_alerts, indent=2)
+
+
+def test_prometheus_scrapes_pqd_cleanly(cycled: Stack) -> None:
+    (target,) = cycled.api("targets")["data"]["activeTargets"]
+    assert target["labels"]["job"] == "pqd"
+    assert target["health"] == "up", target
+    assert not target["lastError"], target

@@ -1,0 +1,195 @@
+"""Shared helpers for the operations-bundle tests (tests/ops/).
+
+Kept as a plain module (pytest puts this directory on sys.path) rather than conftest.py, so the
+tests import names explicitly and a reader can find where they come from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "deploy/prometheus"
+ALERTS_FILE = PROMETHEUS_DIR / "pqd-alerts.yml"
+RECORDING_FILE = PROMETHEUS_DIR / "pqd-rules.yml"
+ALERT_TESTS_FILE = PROMETHEUS_DIR / "pqd-alerts.test.yml"
+SCRAPE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+RUNBOOK = ROOT / "docs/runbook.md"
+DASHBOARD_DIR = ROOT / "grafana/dashboards"
+KUBERNETES_DIR = ROOT / "deploy/kubernetes"
+
+#: Design §2: the metric names are a contract shared by the daemon, dashboards and alerts. A
+#: query that names anything else is a typo or an invented metric and would silently be empty.
+CONTRACT_GAUGES = frozenset(
+    {
+        "pqd_queue_depth",
+        "pqd_workers_live",
+        "pqd_queue_capacity",
+        "pqd_workers_configured",
+        "pqd_last_cycle_success",
+        "pqd_last_cycle_queue_full_events",
+        "pqd_last_cycle_jobs_completed",
+        "pqd_last_cycle_queue_depth_max",
+        "pqd_last_cycle_pid_count_delta",
+        "pqd_last_cycle_leaked_processes",
+        "pqd_last_cycle_duration_seconds",
+        "pqd_last_cycle_timestamp_seconds",
+        "pqd_last_cycle_success_timestamp_seconds",
+        "pqd_host_pid_count",
+    }
+)
+CONTRACT_COUNTERS = frozenset(
+    {
+        "pqd_cycles_total",
+        "pqd_cycle_failures_total",
+        "pqd_cycles_skipped_total",
+        "pqd_jobs_completed_total",
+        "pqd_jobs_failed_total",
+        "pqd_queue_full_events_total",
+    }
+)
+CONTRACT_HISTOGRAMS = frozenset(
+    {
+        "pqd_cycle_duration_seconds",
+        "pqd_phase_duration_seconds",
+        "pqd_queue_operation_duration_seconds",
+    }
+)
+#: Series without a `probe` label.
+CONTRACT_UNPROBED = frozenset(
+    {
+        "pqd_build_info",
+        "pqd_config_last_reload_successful",
+        "pqd_config_last_reload_success_timestamp_seconds",
+    }
+)
+CONTRACT_METRICS = (
+    CONTRACT_GAUGES
+    | CONTRACT_COUNTERS
+    | CONTRACT_UNPROBED
+    | {"pqd_probe_info"}
+    | {h + suffix for h in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+)
+#: Labels a query may aggregate by: the target's, pqd's (design §2), and the histogram's.
+CONTRACT_LABELS = frozenset({"job", "instance", "probe", "reason", "phase", "operation", "le"})
+
+#: A pqd_ name standing alone, not part of a recording rule name such as level:pqd_x:op.
+_PQD_NAME = re.compile(r"(?<![\w:])(pqd_[a-z0-9_]+)(?![\w:])")
+_BY_CLAUSE = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+
+
+def pqd_metric_names(expr: str) -> set[str]:
+    return set(_PQD_NAME.findall(expr))
+
+
+def grouping_labels(expr: str) -> set[str]:
+    return {
+        label.strip()
+        for clause in _BY_CLAUSE.findall(expr)
+        for label in clause.split(",")
+        if label.strip()
+    }
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    """The tool's path, or a test failure saying how to install it: a missing tool must not
+    turn into a silently skipped check."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found on PATH; install it: {install_hint}", pytrace=False)
+    return path
+
+
+def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"$ {' '.join(map(str, result.args))}\nexit {result.returncode}\n"
+        f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    )
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_yaml_documents(path: Path) -> list[Any]:
+    with path.open(encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    rules: dict[str, dict[str, Any]] = {}
+    for group in load_yaml(ALERTS_FILE)["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert rule["alert"] not in rules, f"alert {rule['alert']} defined twice"
+                rules[rule["alert"]] = rule
+    return rules
+
+
+def all_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in (RECORDING_FILE, ALERTS_FILE)
+        for group in load_yaml(path)["groups"]
+        for rule in group["rules"]
+    ]
+
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION_UNITS = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+    "y": 31536000,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus duration such as 90s, 5m or 1h30m."""
+    text = str(text)
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub (and most Markdown renderers) give a heading."""
+    slug = heading.strip().lower()
+    slug = re.sub(r"[^\w\- ]", "", slug)
+    return slug.replace(" ", "-")
+
+
+def runbook_anchors() -> set[str]:
+    text = RUNBOOK.read_text(encoding="utf-8")
+    return {github_anchor(m) for m in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", text, re.MULTILINE)}
+
+
+def load_generator(path: Path, name: str) -> ModuleType:
+    """Import a generator script by path (grafana/ and deploy/ are not packages)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
