@@ -245,10 +245,13 @@ def overview_layout() -> Layout:
                                 "Since last successful cycle",
                                 "How long ago the last successful cycle ended. Compare with the "
                                 "probe's interval; PqdNoSuccessfulCycle fires at 3 intervals.",
+                                # pqd exports 0 until a cycle has succeeded; "55 years ago"
+                                # would bury the point, so that shows as no value instead.
                                 [
                                     target(
-                                        "time() - "
+                                        "time() - ("
                                         + probe_metric("pqd_last_cycle_success_timestamp_seconds")
+                                        + " > 0)"
                                     )
                                 ],
                                 unit="s",

@@ -331,7 +331,7 @@ def test_dashboard_answers_the_operator_questions() -> None:
     exprs = "\n".join(t["expr"] for _, t in targets())
     for needed in (
         "pqd_last_cycle_success{",
-        "time() - pqd_last_cycle_success_timestamp_seconds{",
+        "time() - (pqd_last_cycle_success_timestamp_seconds{",
         "pqd_cycle_failures_total{",
         "pqd_cycles_skipped_total{",
         "pqd_queue_depth{",
