@@ -165,13 +165,6 @@ class _Pending:
     error: BaseException | None = None
 
 
-def _descendants() -> dict[int, psutil.Process]:
-    try:
-        return {p.pid: p for p in psutil.Process().children(recursive=True)}
-    except (psutil.Error, OSError):
-        return {}
-
-
 def _known_helper_pids() -> dict[int, str]:
     """The helpers multiprocessing itself has on record. Private attributes, read defensively:
     they are the only way to recognise a helper that has already died (its command line is
@@ -192,28 +185,6 @@ def _known_helper_pids() -> dict[int, str]:
     if isinstance(tracker_pid, int):
         known[tracker_pid] = "resource_tracker"
     return known
-
-
-def _helper_role(proc: psutil.Process, own_pid: int) -> str | None:
-    """forkserver / resource_tracker if ``proc`` is one of multiprocessing's long-lived helpers.
-
-    Both are started by pqd itself; the forkserver's own children (workers, the Manager) share
-    its command line, so the parent pid is what tells them apart.
-    """
-    role = _known_helper_pids().get(proc.pid)
-    if role is not None:
-        return role
-    try:
-        if proc.ppid() != own_pid:
-            return None
-        cmdline = " ".join(proc.cmdline())
-    except psutil.Error:
-        return None
-    if "multiprocessing.forkserver" in cmdline:
-        return "forkserver"
-    if "multiprocessing.resource_tracker" in cmdline:
-        return "resource_tracker"
-    return None
 
 
 def _is_gone(proc: psutil.Process, own_pid: int) -> bool:
@@ -266,6 +237,7 @@ class _Cycle:
         self.jobs_failed = 0
         self.depth_max = 0
         self.phase_seconds: dict[str, float] = {}
+        self.owned: dict[int, psutil.Process] = {}
 
     # -- deadlines -----
 
@@ -328,7 +300,12 @@ class _Cycle:
             "manager_died",
         )
         self.pool = self.call(
-            lambda: self.ctx.Pool(probe.workers), deadline, "starting the pool", "spawn_failed"
+            lambda: self.ctx.Pool(
+                probe.workers, initializer=workers.init_worker, initargs=(self.probe_queue,)
+            ),
+            deadline,
+            "starting the pool",
+            "spawn_failed",
         )
         # The pool replaces dead workers behind our back; keep the originals so a death is seen.
         self.pool_processes = list(getattr(self.pool, "_pool", []))
@@ -387,7 +364,7 @@ class _Cycle:
         probe = self.probe
         pending = self.pool.apply_async(
             workers.run_job,
-            (job, self.probe_queue, round_no, probe.items_per_producer, probe.job_pause),
+            (job, round_no, probe.items_per_producer, probe.job_pause),
         )
         while not pending.ready():
             self.check_alive()
@@ -439,20 +416,39 @@ class _Cycle:
         self.call(pool.join, deadline, "joining the pool", "worker_died")
         self.call(self.manager.shutdown, deadline, "stopping the Manager", "manager_died")
 
-    # -- forced teardown --------------------------------------------------------------------------
+    # -- ownership -----
 
-    def new_processes(self, before: dict[int, psutil.Process]) -> list[psutil.Process]:
-        """Descendants that did not exist before the cycle, helpers excluded."""
-        found = []
-        for pid, proc in _descendants().items():
-            known = before.get(pid)
-            if known is not None and known.create_time() == proc.create_time():
+    def claim(self) -> None:
+        """Remember the cycle's processes and everything they have started so far.
+
+        Several probes' cycles can run at once in one daemon, so "pqd's new descendants" is not
+        "this cycle's processes": ownership is followed from the Manager and the pool workers
+        (replacements included) down. Called before teardown, so a child a job left behind is
+        claimed while its worker still lives, before it is re-parented to pqd.
+        """
+        roots = [*self.pool_processes, *getattr(self.pool, "_pool", []), self.manager_process]
+        for process in roots:
+            pid = getattr(process, "pid", None)
+            if pid is None or pid in self.owned:
                 continue
-            if _helper_role(proc, self.own_pid) is None:
-                found.append(proc)
-        return found
+            with contextlib.suppress(psutil.Error):
+                self.owned[pid] = psutil.Process(pid)
+        for proc in list(self.owned.values()):
+            with contextlib.suppress(psutil.Error):
+                for child in proc.children(recursive=True):
+                    self.owned.setdefault(child.pid, child)
 
-    def kill_everything(self, before: dict[int, psutil.Process]) -> None:
+    def owned_alive(self) -> list[psutil.Process]:
+        alive = []
+        for proc in self.owned.values():
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running() and not _is_gone(proc, self.own_pid):
+                    alive.append(proc)
+        return alive
+
+    # -- forced teardown -----
+
+    def kill_everything(self) -> None:
         """SIGKILL every process the cycle started, then let the pool and Manager objects finish
         without any of them waiting on a lock or a socket that a dead process held."""
         pool = self.pool
@@ -461,20 +457,16 @@ class _Cycle:
             handler = getattr(pool, "_worker_handler", None)
             if handler is not None:
                 handler._state = multiprocessing.pool.TERMINATE
-        targets = {p.pid for p in self.pool_processes}
-        if self.manager_process is not None and self.manager_process.pid is not None:
-            targets.add(self.manager_process.pid)
         for _ in range(5):
-            pids = targets | {p.pid for p in self.new_processes(before)}
-            if not pids:
+            self.claim()
+            targets = self.owned_alive()
+            if not targets:
                 break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            targets = set()
-            self.reap(before, time.monotonic() + REAP_SECONDS)
-            if not self.new_processes_alive(before):
-                break
+            for proc in targets:
+                with contextlib.suppress(psutil.Error):
+                    # psutil checks the pid still names the process we claimed.
+                    proc.send_signal(signal.SIGKILL)
+            self.reap(time.monotonic() + REAP_SECONDS)
         if pool is not None:
             self.finish_pool(pool)
         if self.manager is not None:
@@ -489,19 +481,17 @@ class _Cycle:
         multiprocessing to reap, which then starts a fresh one for the next cycle."""
         if not isinstance(self.ctx, multiprocessing.context.ForkServerContext):
             return
-        for pid, proc in _descendants().items():
-            if _helper_role(proc, self.own_pid) != "forkserver":
+        for pid, role in _known_helper_pids().items():
+            if role != "forkserver":
                 continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + REAP_SECONDS
-            while time.monotonic() < deadline:
-                try:
-                    if proc.status() == psutil.STATUS_ZOMBIE:
-                        break
-                except psutil.Error:
-                    break
-                time.sleep(0.005)
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if proc.ppid() != self.own_pid:
+                    continue
+                proc.send_signal(signal.SIGKILL)
+                deadline = time.monotonic() + REAP_SECONDS
+                while time.monotonic() < deadline and proc.status() != psutil.STATUS_ZOMBIE:
+                    time.sleep(0.005)
 
     def finish_pool(self, pool: multiprocessing.pool.Pool) -> None:
         """Pool.terminate() with the pool's locks replaced: a worker SIGKILLed while holding the
@@ -521,53 +511,51 @@ class _Cycle:
         with contextlib.suppress(Exception):
             self.caller.call(pool.terminate, REAP_SECONDS, "terminating the pool")
 
-    def reap(self, before: dict[int, psutil.Process], deadline: float) -> None:
-        """Wait for killed processes to go; reap pqd's own children that multiprocessing does not
-        know about (orphans adopted as a subreaper), and let multiprocessing reap the rest so its
-        Process objects see their exit codes."""
+    def reap(self, deadline: float) -> None:
+        """Wait for the cycle's processes to go. multiprocessing reaps its own Process objects
+        (so they see their exit codes); orphans pqd adopted as a subreaper are reaped here."""
         for process in [*self.pool_processes, self.manager_process]:
             if process is not None:
                 with contextlib.suppress(Exception):
                     process.join(max(0.0, deadline - time.monotonic()))
-        known = {p.pid for p in multiprocessing.active_children()}
-        while time.monotonic() < deadline:
-            alive = False
-            for proc in self.new_processes(before):
-                if proc.pid not in known and self._reap_own_zombie(proc):
-                    continue
-                if not _is_gone(proc, self.own_pid):
-                    alive = True
-            if not alive:
+        while True:
+            reap_zombie_orphans()
+            if not self.owned_alive() or time.monotonic() >= deadline:
                 return
             time.sleep(0.01)
 
-    def _reap_own_zombie(self, proc: psutil.Process) -> bool:
-        try:
-            if proc.ppid() != self.own_pid:
-                return False
-            pid, _ = os.waitpid(proc.pid, os.WNOHANG)
-            return pid == proc.pid
-        except (psutil.Error, ChildProcessError):
-            return True
-
-    def new_processes_alive(self, before: dict[int, psutil.Process]) -> list[psutil.Process]:
-        return [p for p in self.new_processes(before) if not _is_gone(p, self.own_pid)]
-
-    def find_leaks(self, before: dict[int, psutil.Process]) -> list[int]:
+    def find_leaks(self) -> list[int]:
         """Processes the cycle started that are still there after a clean teardown."""
-        deadline = time.monotonic() + SETTLE_SECONDS
-        self.reap(before, deadline)
-        return sorted(p.pid for p in self.new_processes_alive(before))
+        self.reap(time.monotonic() + SETTLE_SECONDS)
+        return sorted(p.pid for p in self.owned_alive())
 
-    def helpers_started(self, before: dict[int, psutil.Process]) -> tuple[HelperProcess, ...]:
-        found = []
-        for pid, proc in _descendants().items():
-            if pid in before:
-                continue
-            role = _helper_role(proc, self.own_pid)
-            if role is not None:
-                found.append(HelperProcess(pid=pid, role=role))
-        return tuple(sorted(found, key=lambda h: h.pid))
+
+def reap_zombie_orphans() -> int:
+    """Reap pqd's exited children that nobody else will: orphans adopted as a subreaper.
+
+    multiprocessing's own children (any cycle's, in any thread) and its helpers are left alone:
+    reaping one of those would hide its exit code from multiprocessing for good.
+    """
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return 0
+    zombies = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                zombies.append(child.pid)
+    if not zombies:
+        return 0
+    managed = {p.pid for p in multiprocessing.active_children()} | set(_known_helper_pids())
+    reaped = 0
+    for pid in zombies:
+        if pid in managed:
+            continue
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped += 1
+    return reaped
 
 
 def run_cycle(
@@ -586,7 +574,7 @@ def run_cycle(
     started_at = time.time()
     t0 = time.monotonic()
     deadline = t0 + probe.timeout
-    before = _descendants()
+    helpers_before = _known_helper_pids()
     pid_count_before = _host_pid_count()
     pid_count_during = -1
     failure: CycleFailure | None = None
@@ -601,6 +589,7 @@ def run_cycle(
         cycle.check_counts()
         cycle.phase_seconds["jobs"] = time.monotonic() - phase_t0
         phase, phase_t0 = "teardown", time.monotonic()
+        cycle.claim()
         cycle.close_gracefully()
     except CycleFailure as exc:
         failure = exc
@@ -612,7 +601,7 @@ def run_cycle(
         if phase not in cycle.phase_seconds:
             cycle.phase_seconds[phase] = time.monotonic() - phase_t0
         teardown_t0 = time.monotonic()
-        cycle.kill_everything(before)
+        cycle.kill_everything()
         if phase == "pool_start":
             cycle.retire_forkserver()
         cycle.phase_seconds["teardown"] = cycle.phase_seconds.get("teardown", 0.0) + (
@@ -620,13 +609,13 @@ def run_cycle(
         )
         leaked: list[int] = []
     else:
-        leaked = cycle.find_leaks(before)
+        leaked = cycle.find_leaks()
         cycle.phase_seconds["teardown"] = time.monotonic() - phase_t0
         if leaked:
             failure = CycleFailure(
                 "leak", f"{len(leaked)} process(es) left behind: {', '.join(map(str, leaked))}"
             )
-            cycle.kill_everything(before)
+            cycle.kill_everything()
     cycle.caller.close(REAP_SECONDS)
     pid_count_after = _host_pid_count()
     ended_at = time.time()
@@ -658,7 +647,11 @@ def run_cycle(
         host_pid_count_after=pid_count_after,
         leaked_processes=len(leaked),
         leaked_pids=tuple(leaked),
-        helpers_started=cycle.helpers_started(before),
+        helpers_started=tuple(
+            HelperProcess(pid=pid, role=role)
+            for pid, role in sorted(_known_helper_pids().items())
+            if pid not in helpers_before
+        ),
         phase_seconds=dict(cycle.phase_seconds),
         jobs=reports,
     )

@@ -120,10 +120,24 @@ def consumer_job(q: ProbeQueue, round_no: int, items_per_producer: int, pause: f
 
 Job = Callable[[ProbeQueue, int, int, float], JobOutcome]
 
+# The probe queue's proxy, handed to each worker once by the pool's initializer.
+_probe_queue: ProbeQueue | None = None
 
-def run_job(
-    job: Job, q: ProbeQueue, round_no: int, items_per_producer: int, pause: float
-) -> JobOutcome:
+
+def init_worker(q: ProbeQueue) -> None:
+    """Pool initializer: keep one queue proxy for the worker's whole life.
+
+    Passing the proxy with every task instead makes a new proxy per task, and proxies of one
+    referent share a connection per thread that the *first* of them to be garbage collected
+    closes — under the feet of the one in use ("'NoneType' object cannot be interpreted as an
+    integer" from Connection._send, seen in pqd's daemon under load). It also saves the incref
+    round trip to the Manager that unpickling a proxy costs.
+    """
+    global _probe_queue
+    _probe_queue = q
+
+
+def run_job(job: Job, round_no: int, items_per_producer: int, pause: float) -> JobOutcome:
     """Run one job in a pool worker and always return plain data.
 
     BaseException is caught too: a job that calls sys.exit() must not take the worker's result
@@ -131,7 +145,9 @@ def run_job(
     a dead worker.
     """
     try:
-        return job(q, round_no, items_per_producer, pause)
+        if _probe_queue is None:
+            raise RuntimeError("pool worker started without init_worker")
+        return job(_probe_queue, round_no, items_per_producer, pause)
     except BaseException as exc:
         outcome = _identity()
         try:
