@@ -6,7 +6,9 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := prometheus chromium systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit integration system-deps clean
+PREFIX ?= /opt/pqd
+
+.PHONY: run test lint typecheck system-deps install clean
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,18 @@ typecheck: $(VENV)/.test-installed
 ## test: install everything the tests need, then lint, type-check and run the whole suite
 test: system-deps lint typecheck
 	$(BIN)/pytest
+
+## install: pqd in $(PREFIX), /usr/local/bin/pqd, the systemd unit and (if absent) the config
+install:
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install --quiet --upgrade pip
+	$(PREFIX)/bin/pip install --quiet .
+	ln -sf $(PREFIX)/bin/pqd /usr/local/bin/pqd
+	install -m 0644 systemd/pqd.service /etc/systemd/system/pqd.service
+	install -d -m 0755 /etc/pqd
+	[ -e /etc/pqd/pqd.toml ] || install -m 0644 systemd/pqd.toml /etc/pqd/pqd.toml
+	/usr/local/bin/pqd check-config /etc/pqd/pqd.toml
+	-systemctl daemon-reload
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
