@@ -1,0 +1,591 @@
+"""Unit tests for pqd.webconfig: exporter-toolkit web-config YAML in, WebConfig or one-line
+ConfigError out; ssl_context() against certificate files made here."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import bcrypt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from pqd.config import ConfigError
+from pqd.webconfig import (
+    CIPHER_SUITES,
+    HTTPServerConfig,
+    RateLimit,
+    TLSServerConfig,
+    WebConfig,
+    hash_password,
+    peer_matches_sans,
+    referenced_files,
+    ssl_context,
+    web_config_from_file,
+    web_config_from_yaml,
+)
+from tests.tls_support import make_ca, make_leaf
+
+# A real cost-4 hash (cheap to check) of "secret".
+HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+# exporter-toolkit's docs example, made by htpasswd (a $2y$ hash).
+HTPASSWD_HASH = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG"
+
+TLS_MIN = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+
+
+def _tls(extra: str) -> str:
+    return TLS_MIN + "".join(f"  {line}\n" for line in extra.splitlines())
+
+
+# --------------------------------------------------------------------------------------------------
+# Good configs
+
+GOOD: list[tuple[str, str, WebConfig]] = [
+    ("empty", "", WebConfig()),
+    ("null-sections", "tls_server_config:\nbasic_auth_users:\nhttp_server_config:\n", WebConfig()),
+    ("comment-only", "# nothing here\n", WebConfig()),
+    (
+        "tls-minimal",
+        TLS_MIN,
+        WebConfig(
+            tls=TLSServerConfig(cert_file="/etc/pqd/server.crt", key_file="/etc/pqd/server.key")
+        ),
+    ),
+    (
+        "tls-absolute-paths",
+        "tls_server_config:\n  cert_file: /a/s.crt\n  key_file: /b/s.key\n",
+        WebConfig(tls=TLSServerConfig(cert_file="/a/s.crt", key_file="/b/s.key")),
+    ),
+    (
+        "tls-client-certs",
+        _tls(
+            "client_auth_type: RequireAndVerifyClientCert\n"
+            "client_ca_file: ca.crt\n"
+            "client_allowed_sans: [prometheus.example, 10.0.0.1]\n"
+            "min_version: TLS13\n"
+            "max_version: TLS13\n"
+        ),
+        WebConfig(
+            tls=TLSServerConfig(
+                cert_file="/etc/pqd/server.crt",
+                key_file="/etc/pqd/server.key",
+                client_ca_file="/etc/pqd/ca.crt",
+                client_auth_type="RequireAndVerifyClientCert",
+                client_allowed_sans=("prometheus.example", "10.0.0.1"),
+                min_version="TLS13",
+                max_version="TLS13",
+            )
+        ),
+    ),
+    (
+        "tls-verify-if-given",
+        _tls("client_auth_type: VerifyClientCertIfGiven\nclient_ca_file: ca.crt"),
+        WebConfig(
+            tls=TLSServerConfig(
+                cert_file="/etc/pqd/server.crt",
+                key_file="/etc/pqd/server.key",
+                client_ca_file="/etc/pqd/ca.crt",
+                client_auth_type="VerifyClientCertIfGiven",
+            )
+        ),
+    ),
+    (
+        "tls-request-client-cert",
+        _tls("client_auth_type: RequestClientCert"),
+        WebConfig(
+            tls=TLSServerConfig(
+                cert_file="/etc/pqd/server.crt",
+                key_file="/etc/pqd/server.key",
+                client_auth_type="RequestClientCert",
+            )
+        ),
+    ),
+    (
+        "tls-ciphers-curves",
+        _tls(
+            "cipher_suites:\n"
+            "  - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n"
+            "  - TLS_AES_128_GCM_SHA256\n"
+            "prefer_server_cipher_suites: false\n"
+            "curve_preferences: [X25519, CurveP256]\n"
+        ),
+        WebConfig(
+            tls=TLSServerConfig(
+                cert_file="/etc/pqd/server.crt",
+                key_file="/etc/pqd/server.key",
+                cipher_suites=("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+                prefer_server_cipher_suites=False,
+                curve_preferences=("X25519", "CurveP256"),
+            )
+        ),
+    ),
+    (
+        "tls-inline-pem",
+        "tls_server_config:\n  cert: |\n    PEM\n  key: |\n    KEY\n",
+        WebConfig(tls=TLSServerConfig(cert="PEM\n", key="KEY\n")),
+    ),
+    (
+        # The toolkit's IsEnabled: without cert, key, CA or client_auth_type it is plain HTTP.
+        "tls-only-versions-is-plain",
+        "tls_server_config:\n  min_version: TLS13\n",
+        WebConfig(),
+    ),
+    (
+        "users",
+        f"basic_auth_users:\n  alice: {HASH}\n  bob: '{HTPASSWD_HASH}'\n",
+        WebConfig(basic_auth_users=(("alice", HASH), ("bob", HTPASSWD_HASH))),
+    ),
+    (
+        "headers",
+        "http_server_config:\n  http2: false\n  headers:\n"
+        "    X-Frame-Options: deny\n    X-Content-Type-Options: nosniff\n"
+        "    Strict-Transport-Security: max-age=31536000\n    Content-Security-Policy: ''\n",
+        WebConfig(
+            http=HTTPServerConfig(
+                http2=False,
+                headers=(
+                    ("X-Frame-Options", "deny"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Strict-Transport-Security", "max-age=31536000"),
+                ),
+            )
+        ),
+    ),
+    (
+        "rate-limit",
+        "rate_limit:\n  interval: 1m30s\n  burst: 5\n",
+        WebConfig(rate_limit=RateLimit(interval=90.0, burst=5)),
+    ),
+    ("rate-limit-off", "rate_limit:\n  interval: 0\n  burst: 0\n", WebConfig()),
+    (
+        "rate-limit-fraction",
+        "rate_limit:\n  interval: 1.5s\n  burst: 1\n",
+        WebConfig(rate_limit=RateLimit(interval=1.5, burst=1)),
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [g[1:] for g in GOOD], ids=[g[0] for g in GOOD])
+def test_good_config(text: str, expected: WebConfig) -> None:
+    assert web_config_from_yaml(text, base_dir="/etc/pqd") == expected
+
+
+def test_relative_paths_follow_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(_tls("client_auth_type: RequireAndVerifyClientCert\nclient_ca_file: ca.crt"))
+    config = web_config_from_file(str(path))
+    assert config.tls is not None
+    assert config.tls.cert_file == str(tmp_path / "server.crt")
+    assert referenced_files(config) == tuple(
+        str(tmp_path / name) for name in ("server.crt", "server.key", "ca.crt")
+    )
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    config = web_config_from_yaml(
+        f"basic_auth_users:\n  alice: {HASH}\ntls_server_config:\n  cert: C\n  key: TOPSECRET\n"
+    )
+    assert HASH not in repr(config)
+    assert "TOPSECRET" not in repr(config)
+    assert config.password_hash("alice") == HASH
+    assert config.password_hash("mallory") is None
+
+
+def test_every_go_cipher_name_maps_to_openssl() -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for go_name, openssl_name in CIPHER_SUITES.items():
+        if openssl_name is not None:
+            ctx.set_ciphers(openssl_name)  # raises if OpenSSL does not know it
+            tls12 = [c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+            assert tls12 == [openssl_name], go_name
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad configs: (id, yaml, field, a fragment of the problem)
+
+BAD: list[tuple[str, str, str, str]] = [
+    ("yaml-syntax", "tls_server_config: [\n", "<web-config>", "invalid YAML at line"),
+    ("yaml-tab", "basic_auth_users:\n\talice: x\n", "<web-config>", "invalid YAML"),
+    ("not-mapping", "- a\n- b\n", "<web-config>", "must be a mapping"),
+    ("scalar", "hello\n", "<web-config>", "must be a mapping"),
+    (
+        "unknown-top",
+        "basic_auth_user:\n  a: b\n",
+        "basic_auth_user",
+        "did you mean basic_auth_users",
+    ),
+    (
+        "duplicate-key",
+        f"basic_auth_users:\n  a: {HASH}\n  a: {HASH}\n",
+        "<web-config>",
+        "duplicate key",
+    ),
+    ("tls-not-mapping", "tls_server_config: yes\n", "tls_server_config", "must be a mapping"),
+    ("tls-unknown", _tls("certfile: x"), "tls_server_config.certfile", "did you mean cert_file"),
+    ("tls-no-key", "tls_server_config:\n  cert_file: a\n", "tls_server_config.key_file", "missing"),
+    (
+        "tls-no-cert",
+        "tls_server_config:\n  key_file: a\n",
+        "tls_server_config.cert_file",
+        "missing",
+    ),
+    (
+        "tls-empty-cert",
+        "tls_server_config:\n  cert_file: ''\n  key_file: a\n",
+        "tls_server_config.cert_file",
+        "missing one of cert or cert_file",
+    ),
+    ("tls-cert-twice", _tls("cert: PEM"), "tls_server_config.cert", "either cert or cert_file"),
+    (
+        "tls-cert-number",
+        "tls_server_config:\n  cert_file: 3\n  key_file: a\n",
+        "tls_server_config.cert_file",
+        "must be a string",
+    ),
+    (
+        "auth-type",
+        _tls("client_auth_type: RequireAndVerify"),
+        "tls_server_config.client_auth_type",
+        "did you mean RequireAndVerifyClientCert",
+    ),
+    (
+        "auth-type-lower",
+        _tls("client_auth_type: noclientcert"),
+        "tls_server_config.client_auth_type",
+        "unknown client_auth_type",
+    ),
+    (
+        "auth-any",
+        _tls("client_auth_type: RequireAnyClientCert"),
+        "tls_server_config.client_auth_type",
+        "not supported by pqd",
+    ),
+    (
+        "auth-any-alias",
+        _tls("client_auth_type: RequireClientCert"),
+        "tls_server_config.client_auth_type",
+        "not supported by pqd",
+    ),
+    (
+        "ca-without-auth",
+        _tls("client_ca_file: ca.crt"),
+        "tls_server_config.client_auth_type",
+        "not asked for",
+    ),
+    (
+        "sans-without-verify",
+        _tls("client_auth_type: VerifyClientCertIfGiven\nclient_allowed_sans: [a]"),
+        "tls_server_config.client_allowed_sans",
+        "RequireAndVerifyClientCert",
+    ),
+    (
+        "sans-not-list",
+        _tls("client_auth_type: RequireAndVerifyClientCert\nclient_allowed_sans: a"),
+        "tls_server_config.client_allowed_sans",
+        "list of strings",
+    ),
+    (
+        "min-version",
+        _tls("min_version: TLS1.2"),
+        "tls_server_config.min_version",
+        "unknown TLS version",
+    ),
+    ("max-version", _tls("max_version: 13"), "tls_server_config.max_version", "must be a string"),
+    (
+        "min-above-max",
+        _tls("min_version: TLS13\nmax_version: TLS12"),
+        "tls_server_config.min_version",
+        "above max_version",
+    ),
+    (
+        "cipher",
+        _tls("cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]"),
+        "tls_server_config.cipher_suites[0]",
+        "unknown cipher suite",
+    ),
+    (
+        "cipher-not-list",
+        _tls("cipher_suites: TLS_AES_128_GCM_SHA256"),
+        "tls_server_config.cipher_suites",
+        "list of strings",
+    ),
+    (
+        "curve",
+        _tls("curve_preferences: [P256]"),
+        "tls_server_config.curve_preferences[0]",
+        "unknown curve",
+    ),
+    (
+        "prefer-string",
+        _tls("prefer_server_cipher_suites: 'true'"),
+        "tls_server_config.prefer_server_cipher_suites",
+        "true or false",
+    ),
+    (
+        "http-unknown",
+        "http_server_config:\n  http3: true\n",
+        "http_server_config.http3",
+        "did you mean http2",
+    ),
+    ("http2-int", "http_server_config:\n  http2: 1\n", "http_server_config.http2", "true or false"),
+    (
+        "header-unknown",
+        "http_server_config:\n  headers:\n    X-Powered-By: pqd\n",
+        "http_server_config.headers.X-Powered-By",
+        "cannot be set",
+    ),
+    (
+        "header-value",
+        "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+        "http_server_config.headers.X-Frame-Options",
+        "deny, sameorigin",
+    ),
+    (
+        "header-nosniff",
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n",
+        "http_server_config.headers.X-Content-Type-Options",
+        "nosniff",
+    ),
+    (
+        "header-newline",
+        'http_server_config:\n  headers:\n    Content-Security-Policy: "a\\r\\nSet-Cookie: x"\n',
+        "http_server_config.headers.Content-Security-Policy",
+        "one line",
+    ),
+    ("users-list", "basic_auth_users: [alice]\n", "basic_auth_users", "must be a mapping"),
+    (
+        "user-plain-password",
+        "basic_auth_users:\n  alice: hunter2\n",
+        "basic_auth_users.alice",
+        "not a bcrypt hash",
+    ),
+    (
+        "user-hash-truncated",
+        f"basic_auth_users:\n  alice: {HASH[:-1]}\n",
+        "basic_auth_users.alice",
+        "not a bcrypt hash",
+    ),
+    (
+        "user-hash-cost",
+        "basic_auth_users:\n  alice: " + "$2b$03$" + HASH[7:] + "\n",
+        "basic_auth_users.alice",
+        "cost must be from 4 to 31",
+    ),
+    (
+        "user-hash-number",
+        "basic_auth_users:\n  alice: 12\n",
+        "basic_auth_users.alice",
+        "bcrypt hash string",
+    ),
+    ("user-colon", f"basic_auth_users:\n  'a:b': {HASH}\n", "basic_auth_users.a:b", "no colon"),
+    (
+        "user-int-key",
+        f"basic_auth_users:\n  1: {HASH}\n",
+        "basic_auth_users.1",
+        "keys must be strings",
+    ),
+    (
+        "rate-unknown",
+        "rate_limit:\n  intervall: 1s\n",
+        "rate_limit.intervall",
+        "did you mean interval",
+    ),
+    (
+        "rate-interval",
+        "rate_limit:\n  interval: 1 second\n  burst: 1\n",
+        "rate_limit.interval",
+        "duration",
+    ),
+    (
+        "rate-negative",
+        "rate_limit:\n  interval: -1s\n  burst: 1\n",
+        "rate_limit.interval",
+        "duration",
+    ),
+    (
+        "rate-burst-zero",
+        "rate_limit:\n  interval: 1s\n  burst: 0\n",
+        "rate_limit.burst",
+        "at least 1",
+    ),
+    (
+        "rate-burst-text",
+        "rate_limit:\n  interval: 1s\n  burst: many\n",
+        "rate_limit.burst",
+        "integer",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_config(text: str, field: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        web_config_from_yaml(text)
+    err = info.value
+    assert err.field == field
+    assert problem in err.problem
+    assert "\n" not in str(err)
+    assert str(err).startswith(f"{field}=")
+
+
+def test_a_bad_hash_is_never_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        web_config_from_yaml("basic_auth_users:\n  alice: hunter2\n")
+    assert "hunter2" not in str(info.value)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yml"
+    with pytest.raises(ConfigError, match="cannot read web config: No such file"):
+        web_config_from_file(str(missing))
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        web_config_from_file(str(binary))
+    broken = tmp_path / "broken.yml"
+    broken.write_text("basic_auth_users: {\n")
+    with pytest.raises(ConfigError) as info:
+        web_config_from_file(str(broken))
+    assert info.value.field == str(broken)
+
+
+# --------------------------------------------------------------------------------------------------
+# ssl_context: the files named by a config
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = make_ca()
+    make_leaf(ca, "localhost").write(directory, "server")
+    make_leaf(ca, "other").write(directory, "other")
+    (directory / "ca.crt").write_bytes(ca.cert_pem)
+    return directory
+
+
+def _context(pki: Path, extra: str = "") -> ssl.SSLContext:
+    config = web_config_from_yaml(_tls(extra), base_dir=str(pki))
+    assert config.tls is not None
+    return ssl_context(config.tls)
+
+
+def test_context_from_files(pki: Path) -> None:
+    ctx = _context(pki, "min_version: TLS13")
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert ctx.verify_mode == ssl.CERT_NONE
+    ctx = _context(pki, "client_auth_type: RequireAndVerifyClientCert\nclient_ca_file: ca.crt")
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.cert_store_stats()["x509_ca"] == 1
+    ctx = _context(pki, "client_auth_type: VerifyClientCertIfGiven\nclient_ca_file: ca.crt")
+    assert ctx.verify_mode == ssl.CERT_OPTIONAL
+    ctx = _context(pki, "cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]")
+    tls12 = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert tls12 == ["ECDHE-ECDSA-AES128-GCM-SHA256"]
+
+
+def test_context_from_inline_pem(pki: Path) -> None:
+    cert = (pki / "server.crt").read_text()
+    key = (pki / "server.key").read_text()
+    indent = "\n".join("    " + line for line in cert.splitlines())
+    key_indent = "\n".join("    " + line for line in key.splitlines())
+    config = web_config_from_yaml(
+        f"tls_server_config:\n  cert: |\n{indent}\n  key: |\n{key_indent}\n"
+    )
+    assert config.tls is not None
+    assert isinstance(ssl_context(config.tls), ssl.SSLContext)
+
+
+@pytest.mark.parametrize(
+    ("extra_files", "yaml_text", "field", "problem"),
+    [
+        (
+            {},
+            "tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n",
+            "tls_server_config.cert_file",
+            "cannot read: No such file",
+        ),
+        (
+            {},
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n",
+            "tls_server_config.key_file",
+            "does not match the certificate",
+        ),
+        (
+            {"junk.crt": "not a certificate\n"},
+            "tls_server_config:\n  cert_file: junk.crt\n  key_file: server.key\n",
+            "tls_server_config.cert_file",
+            "no PEM certificate",
+        ),
+        (
+            {"junk.key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"},
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: junk.key\n",
+            "tls_server_config.key_file",
+            "not a valid PEM private key",
+        ),
+        (
+            {"empty-ca.crt": "\n"},
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: empty-ca.crt\n",
+            "tls_server_config.client_ca_file",
+            "no usable CA certificate",
+        ),
+    ],
+    ids=["missing-cert", "key-mismatch", "junk-cert", "junk-key", "empty-ca"],
+)
+def test_context_errors(
+    pki: Path, tmp_path: Path, extra_files: dict[str, str], yaml_text: str, field: str, problem: str
+) -> None:
+    for name in ("server.crt", "server.key", "other.key"):
+        (tmp_path / name).write_bytes((pki / name).read_bytes())
+    for name, text in extra_files.items():
+        (tmp_path / name).write_text(text)
+    config = web_config_from_yaml(yaml_text, base_dir=str(tmp_path))
+    assert config.tls is not None
+    with pytest.raises(ConfigError) as info:
+        ssl_context(config.tls)
+    assert info.value.field == field
+    assert problem in info.value.problem
+    assert "\n" not in str(info.value)
+
+
+def test_encrypted_key_is_refused_without_prompting(pki: Path, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key((pki / "server.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pass"),
+    )
+    (tmp_path / "enc.key").write_bytes(encrypted)
+    config = web_config_from_yaml(
+        f"tls_server_config:\n  cert_file: {pki / 'server.crt'}\n  key_file: enc.key\n",
+        base_dir=str(tmp_path),
+    )
+    assert config.tls is not None
+    with pytest.raises(ConfigError, match="encrypted"):
+        ssl_context(config.tls)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def test_san_matching() -> None:
+    cert = {"subjectAltName": (("DNS", "prom.example"), ("IP Address", "2001:DB8:0:0:0:0:0:1\n"))}
+    assert peer_matches_sans(cert, ("prom.example",))
+    assert peer_matches_sans(cert, ("2001:db8::1",))
+    assert not peer_matches_sans(cert, ("other.example",))
+    assert not peer_matches_sans({}, ("prom.example",))
+
+
+def test_hash_password() -> None:
+    hashed = hash_password(b"correct horse")
+    assert hashed.startswith("$2b$10$")
+    assert bcrypt.checkpw(b"correct horse", hashed.encode())
+    assert web_config_from_yaml(f"basic_auth_users:\n  a: {hashed}\n").password_hash("a") == hashed
+    with pytest.raises(ValueError, match="empty"):
+        hash_password(b"")
+    with pytest.raises(ValueError, match="72 bytes"):
+        hash_password(b"x" * 73)
