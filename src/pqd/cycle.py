@@ -51,6 +51,23 @@ SETTLE_SECONDS = 2.0
 
 _PR_SET_CHILD_SUBREAPER = 36
 
+#: Imported once by the forkserver instead of by every worker and Manager it forks (each of
+#: these cost a forked child 1-30 ms; benchmarks/cycle_cost.py): the jobs; what unpickling a
+#: pool worker, the Manager and its queue proxies imports (the proxies pull in hashlib and
+#: OpenSSL through multiprocessing.shared_memory); and, because CPython before 3.13 re-runs
+#: __main__ in every forkserver child (gh-126631), runpy's pkgutil and what the `pqd` console
+#: script imports.
+FORKSERVER_PRELOAD = (
+    "pqd.workers",
+    "multiprocessing.pool",
+    "multiprocessing.managers",
+    "multiprocessing.queues",
+    "multiprocessing.synchronize",
+    "multiprocessing.popen_forkserver",
+    "pkgutil",
+    "pqd.cli",
+)
+
 
 class CycleFailure(Exception):
     """Ends a cycle with one of the reasons in results.FAILURE_REASONS."""
@@ -223,9 +240,9 @@ class _Cycle:
         self.cycle_id = uuid.uuid4().hex[:12]
         self.ctx = multiprocessing.get_context(probe.start_method)
         if isinstance(self.ctx, multiprocessing.context.ForkServerContext):
-            # Forked workers then start with pqd.workers imported, and nothing of pqd's own
+            # Forked workers then start with these imported, and nothing of pqd's own
             # __main__ (which may be a test runner) is imported into the forkserver.
-            self.ctx.set_forkserver_preload(["pqd.workers"])
+            self.ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         self.caller = _BlockingCaller(f"pqd-cycle-{probe.name}")
         self.manager: Any = None
         self.manager_process: Any = None
