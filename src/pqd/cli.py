@@ -1,4 +1,5 @@
-"""Command line: ``pqd run``, ``pqd once``, ``pqd check-config``, ``pqd --version``.
+"""Command line: ``pqd run``, ``pqd once``, ``pqd check-config``, ``pqd hash-password``,
+``pqd --version``.
 
 Every error a user can cause ends here as one line on stderr and an exit code: 2 for usage
 (flags), 78 (EX_CONFIG) for a bad config file or environment. Never a traceback for those.
@@ -86,6 +87,12 @@ def _build_parser() -> _Parser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE")
+
+    commands.add_parser(
+        "hash-password",
+        help="read a password (prompted for on a terminal, else the first line of stdin) and "
+        "print its bcrypt hash for basic_auth_users in the web config",
+    )
     return parser
 
 
@@ -168,6 +175,26 @@ def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
         raise UsageError(f"--textfile={path!r}: {exc.strerror or exc}") from None
 
 
+def cmd_hash_password() -> int:
+    import getpass
+
+    from pqd.webconfig import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ").encode()
+        if getpass.getpass("Confirm password: ").encode() != password:
+            raise UsageError("the passwords do not match")
+    else:
+        # Like htpasswd -i: the first line, without its line ending; bytes, so any encoding works.
+        password = sys.stdin.buffer.readline().rstrip(b"\r\n")
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(hashed)
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from pqd import config
 
@@ -182,11 +209,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         args = _build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is required: run, once or check-config")
+            raise UsageError("a command is required: run, once, check-config or hash-password")
         if args.command == "once":
             return cmd_once(args, env)
         if args.command == "check-config":
             return cmd_check_config(args)
+        if args.command == "hash-password":
+            return cmd_hash_password()
         if args.command == "run":
             from pqd.daemon import run_daemon
 
