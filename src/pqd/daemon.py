@@ -176,7 +176,9 @@ class Daemon:
             render_trace=render_trace,
             reload=self.reload,
         )
-        self._server = HttpServer(self.config.listen_address, app)
+        self._server = HttpServer(
+            self.config.listen_address, app, web_config_file=self.config.web_config_file
+        )
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             # A thread per probe plus one for the heartbeat, so a long cycle never delays it.
