@@ -450,10 +450,26 @@ class _Cycle:
                 continue
             with contextlib.suppress(psutil.Error):
                 self.owned[pid] = psutil.Process(pid)
-        for proc in list(self.owned.values()):
-            with contextlib.suppress(psutil.Error):
-                for child in proc.children(recursive=True):
-                    self.owned.setdefault(child.pid, child)
+        # One scan of /proc for the whole tree: psutil's children() reads the stat file of every
+        # process on the host, and once per owned process that made a cycle's cost grow with
+        # pool size x host process count (benchmarks/scaling.py).
+        if not self.owned:
+            return
+        try:
+            descendants = psutil.Process(self.own_pid).children(recursive=True)
+        except (psutil.Error, OSError):  # OSError: e.g. out of file descriptors
+            return
+        by_parent: dict[int, list[psutil.Process]] = {}
+        for child in descendants:
+            with contextlib.suppress(psutil.Error, OSError):
+                by_parent.setdefault(child.ppid(), []).append(child)
+        # Only from owned processes still running: is_running() also sees a reused pid.
+        stack = [pid for pid, proc in self.owned.items() if proc.is_running()]
+        while stack:
+            for child in by_parent.get(stack.pop(), ()):
+                if child.pid not in self.owned:
+                    self.owned[child.pid] = child
+                    stack.append(child.pid)
 
     def owned_alive(self) -> list[psutil.Process]:
         alive = []
@@ -547,12 +563,24 @@ class _Cycle:
         return sorted(p.pid for p in self.owned_alive())
 
 
+def _child_exited() -> bool:
+    """True if some child of pqd has exited and not been reaped yet (WNOWAIT: reaps nothing)."""
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # no children at all
+        return False
+    except OSError:
+        return True  # cannot tell: have a look
+
+
 def reap_zombie_orphans() -> int:
     """Reap pqd's exited children that nobody else will: orphans adopted as a subreaper.
 
     multiprocessing's own children (any cycle's, in any thread) and its helpers are left alone:
     reaping one of those would hide its exit code from multiprocessing for good.
     """
+    if not _child_exited():
+        return 0  # the usual case: no scan of every process on the host
     try:
         children = psutil.Process().children()
     except psutil.Error:
