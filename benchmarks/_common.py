@@ -1,0 +1,336 @@
+"""Helpers shared by the benchmark scripts.
+
+Standard library only at import time: under spawn and forkserver every worker process re-runs the
+benchmark script's top-level imports (multiprocessing re-imports ``__main__`` in each child), so
+anything heavy imported here would be paid by the cycles being measured. psutil is imported inside
+the functions that need it.
+
+CPU accounting ("process-tree CPU") is the sum of, for the measuring process or a daemon, its own
+user+system time, the time of every descendant it has already reaped (the kernel adds a reaped
+child's time, and that child's own reaped children, to the parent's ``cutime``/``cstime``), and
+the same two numbers for every descendant still alive (the forkserver, the resource tracker). A
+plain ``getrusage(RUSAGE_CHILDREN)`` is not enough: pool workers started by the forkserver are
+the forkserver's children, so their time only reaches pqd when the forkserver itself exits and
+is reaped, which in a daemon is never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "benchmarks"
+PYTHON = sys.executable
+_PORT = re.compile(r'msg="pqd started".* port=(\d+)')
+
+
+# -- machine ----------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (
+        f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} "
+        f"python={platform.python_version()} kernel={platform.release()} "
+        f"loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
+    )
+
+
+# -- statistics and tables ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    p25: float
+    p75: float
+    mean: float
+    minimum: float
+    maximum: float
+
+    def spread(self, scale: float = 1.0, fmt: str = ".3f") -> str:
+        return f"{self.p25 * scale:{fmt}}-{self.p75 * scale:{fmt}}"
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    if len(ordered) >= 2:
+        q = statistics.quantiles(ordered, n=4, method="inclusive")
+        p25, p75 = q[0], q[2]
+    else:
+        p25 = p75 = ordered[0]
+    return Summary(
+        n=len(ordered),
+        median=statistics.median(ordered),
+        p25=p25,
+        p75=p75,
+        mean=statistics.fmean(ordered),
+        minimum=ordered[0],
+        maximum=ordered[-1],
+    )
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (q in 0..100)."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A Markdown table (so the output pastes into docs/benchmarks.md as it is)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    print()
+    print(f"## {title}")
+    print()
+    print(line(list(headers)))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print(line(row))
+    print(flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+# -- CPU of a process tree ----------------------------------------------------------------------
+
+
+def _own_cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _descendants_cpu(pid: int) -> float:
+    import psutil
+
+    total = 0.0
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            t = child.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def own_tree_cpu() -> float:
+    """CPU seconds of this process, its reaped descendants and its live ones."""
+    # Descendants first and our own clock last on the way in (see tree_cpu_delta), so the
+    # scan of /proc that finds the descendants is not charged to what is measured.
+    return _descendants_cpu(os.getpid()) + _own_cpu()
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of another process (e.g. a daemon), its reaped and its live descendants."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system + _descendants_cpu(pid)
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(RSS of ``pid``, RSS of its live descendants) in bytes."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    own = proc.memory_info().rss
+    rest = 0
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            rest += child.memory_info().rss
+    return own, rest
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall: float
+    cpu: float
+    value: Any
+
+
+def measure(func: Callable[[], Any]) -> Measured:
+    """Wall and process-tree CPU of ``func()`` run in this process."""
+    before_desc = _descendants_cpu(os.getpid())
+    before_own = _own_cpu()
+    t0 = time.perf_counter()
+    value = func()
+    wall = time.perf_counter() - t0
+    after_own = _own_cpu()
+    after_desc = _descendants_cpu(os.getpid())
+    return Measured(wall, (after_own - before_own) + (after_desc - before_desc), value)
+
+
+# -- a fresh process, measured with everything it starts -------------------------------------
+
+
+def run_fresh(argv: Sequence[str]) -> tuple[float, float]:
+    """(wall, CPU) of running ``argv`` once in a fresh process, every descendant included.
+
+    Runs it under ``_reaper.py``, a small process that makes itself a child subreaper: the
+    forkserver and the resource tracker outlive the measured process for a moment, are
+    re-parented to the reaper and reaped by it, so RUSAGE_CHILDREN of the reaper is the whole
+    tree's CPU. Wall time is from the start of the measured process to its exit.
+    """
+    out = subprocess.run(
+        [PYTHON, str(BENCH_DIR / "_reaper.py"), *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    fields = dict(part.split("=", 1) for part in out.stdout.split()[-2:])
+    return float(fields["wall"]), float(fields["cpu"])
+
+
+# -- pqd run as a subprocess ---------------------------------------------------------------------
+
+
+class Daemon:
+    """A `pqd run` process on a free port, its stderr log in a temporary file."""
+
+    def __init__(self, args: Sequence[str], config: str = "", env: dict[str, str] | None = None):
+        self.dir = tempfile.TemporaryDirectory(prefix="pqd-bench-")
+        base = Path(self.dir.name)
+        self.config_path = base / "pqd.toml"
+        self.config_path.write_text(config)
+        self.log_path = base / "pqd.log"
+        self._log = self.log_path.open("w")
+        # The console script, as systemd runs it (its __main__ is what children re-import).
+        exe = Path(PYTHON).parent / "pqd"
+        command = [str(exe)] if exe.exists() else [PYTHON, "-m", "pqd"]
+        self.proc = subprocess.Popen(
+            [
+                *command,
+                "run",
+                "--config",
+                str(self.config_path),
+                "--listen-address",
+                "127.0.0.1:0",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        self.port = self._wait_port()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_port(self, seconds: float = 30.0) -> int:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pqd exited early:\n{self.log_text()}")
+            found = _PORT.search(self.log_text())
+            if found:
+                return int(found.group(1))
+            time.sleep(0.02)
+        raise RuntimeError(f"pqd did not start:\n{self.log_text()}")
+
+    def finished_cycles(self) -> list[dict[str, str]]:
+        return [
+            logfmt(line)
+            for line in self.log_text().splitlines()
+            if 'msg="cycle finished"' in line or 'msg="cycle failed"' in line
+        ]
+
+    def wait_cycles(self, count: int, seconds: float, poll: float = 0.005) -> list[dict[str, str]]:
+        """Wait until ``count`` cycles have ended (reading the log costs the daemon nothing)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            done = self.finished_cycles()
+            if len(done) >= count:
+                return done
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pqd exited:\n{self.log_text()}")
+            time.sleep(poll)
+        raise RuntimeError(f"only {len(self.finished_cycles())} of {count} cycles finished")
+
+    def stop(self) -> None:
+        import psutil
+
+        try:
+            tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
+        except psutil.Error:
+            tree = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        self._log.close()
+        self.dir.cleanup()
+
+
+@contextlib.contextmanager
+def daemon(args: Sequence[str], config: str = "") -> Iterator[Daemon]:
+    d = Daemon(args, config)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def logfmt(line: str) -> dict[str, str]:
+    fields = {}
+    for match in re.finditer(r'(\w+)=("((?:[^"\\]|\\.)*)"|\S*)', line):
+        key, raw, quoted = match.group(1), match.group(2), match.group(3)
+        fields[key] = quoted if quoted is not None else raw
+    return fields
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"

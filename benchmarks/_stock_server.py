@@ -1,0 +1,50 @@
+"""prometheus_client's stock ``start_http_server`` serving the registry pqd builds.
+
+The registry is made as `pqd run` makes its own: PqdMetrics with the default probe (and the
+process_*/python_* collectors), fed with one real cycle of that probe. Prints ``port=N`` once
+serving and runs until stdin closes.
+
+    python benchmarks/_stock_server.py [--certfile F --keyfile F]
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    import argparse
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from pqd import __version__
+    from pqd.config import ProbeConfig
+    from pqd.cycle import become_child_subreaper, run_cycle
+    from pqd.metrics import PqdMetrics, ProbeSpec
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    args = parser.parse_args()
+
+    become_child_subreaper()
+    probe = ProbeConfig()
+    registry = CollectorRegistry()
+    metrics = PqdMetrics(
+        registry,
+        version=__version__,
+        probes=[ProbeSpec(probe.name, probe.start_method, probe.workers, probe.queue_maxsize)],
+    )
+    result = run_cycle(probe)
+    metrics.observe_cycle(result)
+    server, _thread = start_http_server(
+        0, addr="127.0.0.1", registry=registry, certfile=args.certfile, keyfile=args.keyfile
+    )
+    print(f"port={server.server_address[1]}", flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
