@@ -1,0 +1,36 @@
+"""Each benchmark script still runs: a --quick run (tiny sizes) exits 0 and prints its table.
+
+No figure is checked here: timings belong in docs/benchmarks.md, not in assertions.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+SCRIPTS = {
+    "overhead.py": "## Instrumentation overhead",
+    "cycle_cost.py": "## Steady-state cycle cost",
+    "idle.py": "## Idle footprint",
+    "scrape.py": "## Scrape /metrics",
+    "scaling.py": "## Scaling with pool size",
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_benchmark_runs_quick(script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
+    assert SCRIPTS[script] in done.stdout, done.stdout
+    assert "| " in done.stdout  # a table row
