@@ -89,6 +89,10 @@ class ServerLimits:
     max_body_bytes: int = 1 << 20  # beyond: 413 (pqd's only POST, /-/reload, has no body)
     config_check_interval: float = 1.0  # how often the web config files are stat()ed
     auth_cache_size: int = 1024  # remembered bcrypt verdicts (each of ok and failed)
+    # Uncached logins waiting for bcrypt; beyond this, new ones get 503 at once. Without a bound,
+    # a flood of guesses would park every connection slot behind the slow checks, while clients
+    # whose verdict is cached are never affected by it.
+    max_pending_auth: int = 64
 
 
 _RECV_BYTES: Final = 64 * 1024
@@ -632,7 +636,8 @@ class HttpServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._conns: dict[int, _Conn] = {}
-        self._finished: collections.deque[tuple[_Conn, bytes, bool]] = collections.deque()
+        self._finished: collections.deque[tuple[_Job, bytes, bool]] = collections.deque()
+        self._auth_pending = 0  # jobs on the auth queue or its workers; I/O thread only
         self._ready: collections.deque[_Conn] = collections.deque()
         self._work: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._auth_work: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -1099,6 +1104,16 @@ class HttpServer:
                 self._respond(conn, _unauthorized(active, keep_alive, head_only), keep_alive, now)
                 return
             if isinstance(verdict, _AuthCheck):
+                if self._auth_pending >= self._limits.max_pending_auth:
+                    busy = _simple_response(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        "too many logins being checked, retry",
+                        keep_alive=keep_alive,
+                        extra_headers=(*active.config.http.headers, ("Retry-After", "1")),
+                        head_only=head_only,
+                    )
+                    self._respond(conn, busy, keep_alive, now)
+                    return
                 check = verdict
             else:
                 user = verdict
@@ -1115,7 +1130,11 @@ class HttpServer:
         )
         conn.state = _State.BUSY
         conn.deadline = math.inf  # a running app cannot be interrupted; nothing to time out
-        (self._auth_work if check is not None else self._work).put(job)
+        if check is not None:
+            self._auth_pending += 1
+            self._auth_work.put(job)
+        else:
+            self._work.put(job)
 
     def _respond(self, conn: _Conn, data: bytes, keep_alive: bool, now: float) -> None:
         conn.state = _State.WRITE
@@ -1125,7 +1144,10 @@ class HttpServer:
 
     def _take_finished(self, now: float) -> None:
         while self._finished:
-            conn, data, keep_alive = self._finished.popleft()
+            job, data, keep_alive = self._finished.popleft()
+            if job.check is not None:
+                self._auth_pending -= 1
+            conn = job.conn
             if conn.state is not _State.BUSY:
                 continue  # closed meanwhile (server stopping)
             self._respond(conn, data, keep_alive and not self._stopping.is_set(), now)
@@ -1162,7 +1184,7 @@ class HttpServer:
                     extra_headers=job.active.config.http.headers,
                 )
                 keep_alive = False
-            self._finished.append((job.conn, data, keep_alive))
+            self._finished.append((job, data, keep_alive))
             self._wake()
 
     def _serve(self, job: _Job) -> bytes:

@@ -545,3 +545,36 @@ def test_slow_request_times_out(serve: Callable[..., HttpServer]) -> None:
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert 0.3 < waited < 3.0
+
+
+def test_password_guessing_flood_cannot_block_cached_clients(
+    pki: Pki, serve: Callable[..., HttpServer]
+) -> None:
+    config = pki.directory / "web.yml"
+    # Cost 10 as made by hash-password: each guess really costs the server ~100 ms of CPU.
+    config.write_text(web_yaml(users={"alice": hash_password(b"right")}, tls=False))
+    server = serve(config, ServerLimits(max_pending_auth=8))
+    assert get(server, None, auth=("alice", "right")).status == 200  # now cached
+
+    guesses = []
+    for i in range(100):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+        token = base64.b64encode(f"alice:guess{i}".encode()).decode()
+        sock.sendall(f"GET / HTTP/1.1\r\nAuthorization: Basic {token}\r\n\r\n".encode())
+        guesses.append(sock)
+    try:
+        started = time.monotonic()
+        reply = get(server, None, auth=("alice", "right"))
+        elapsed = time.monotonic() - started
+        assert reply.status == 200
+        assert elapsed < 1.0, elapsed
+        statuses = []
+        for sock in guesses:
+            statuses.append(sock.recv(12)[9:12])
+        # Every guess got an answer: checked and refused, or turned away while busy.
+        assert set(statuses) <= {b"401", b"503"}
+        assert statuses.count(b"503") >= 100 - 8 - 2 - 10  # a few may finish meanwhile
+        assert b"401" in statuses
+    finally:
+        for sock in guesses:
+            sock.close()
