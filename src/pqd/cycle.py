@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.managers
 import multiprocessing.pool
 import os
 import queue
@@ -133,7 +134,6 @@ class _BlockingCaller:
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
         self.stuck = False
 
     def _serve(self) -> None:
@@ -154,6 +154,10 @@ class _BlockingCaller:
     ) -> T:
         if self.stuck:
             raise TimeoutError(f"{what}: an earlier call is still blocked")
+        if self._thread.ident is None:
+            # Started on first use, inside the cycle's error handling: under a process limit
+            # (pids.max counts threads) even this thread may not start, and that is a finding.
+            self._thread.start()
         pending = _Pending()
         self._calls.put((func, pending))
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -170,6 +174,8 @@ class _BlockingCaller:
 
     def close(self, timeout: float) -> bool:
         """Stop the thread; False if it is still blocked after ``timeout``."""
+        if self._thread.ident is None:
+            return True
         self._calls.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -308,7 +314,9 @@ class _Cycle:
 
     def start(self, deadline: float) -> None:
         probe = self.probe
-        self.manager = self.call(self.ctx.Manager, deadline, "starting the Manager", "spawn_failed")
+        self.manager = self.call(
+            self.start_manager, deadline, "starting the Manager", "spawn_failed"
+        )
         self.manager_process = self.manager._process
         self.probe_queue = self.call(
             lambda: self.manager.Queue(probe.queue_maxsize),
@@ -318,7 +326,9 @@ class _Cycle:
         )
         self.pool = self.call(
             lambda: self.ctx.Pool(
-                probe.workers, initializer=workers.init_worker, initargs=(self.probe_queue,)
+                probe.workers,
+                initializer=workers.init_worker,
+                initargs=(self.probe_queue, self.own_pid),
             ),
             deadline,
             "starting the pool",
@@ -329,6 +339,12 @@ class _Cycle:
         self.observer.processes_started(
             self.manager_process.pid, tuple(p.pid for p in self.pool_processes)
         )
+
+    def start_manager(self) -> Any:
+        # ctx.Manager() with an initializer: the Manager, too, dies with pqd.
+        manager = multiprocessing.managers.SyncManager(ctx=self.ctx)
+        manager.start(initializer=workers.die_with, initargs=(self.own_pid,))
+        return manager
 
     def run_jobs(self, deadline: float) -> None:
         probe = self.probe

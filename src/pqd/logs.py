@@ -77,5 +77,6 @@ def configure(log_format: str, level: str, stream: TextIO | None = None) -> None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # APScheduler logs every job start/end at INFO; pqd logs its own line per cycle instead.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    # APScheduler logs every run at INFO and every skip at WARNING; pqd logs its own line for
+    # both ("cycle finished", "cycle skipped"), so only APScheduler's errors come through.
+    logging.getLogger("apscheduler").setLevel(max(logging.ERROR, root.level))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import select
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -124,7 +127,34 @@ Job = Callable[[ProbeQueue, int, int, float], JobOutcome]
 _probe_queue: ProbeQueue | None = None
 
 
-def init_worker(q: ProbeQueue) -> None:
+def die_with(pqd_pid: int) -> None:
+    """SIGKILL this process as soon as pqd (``pqd_pid``) exits, however it exits.
+
+    PR_SET_PDEATHSIG is not enough: under forkserver the parent is the forkserver, which
+    outlives a SIGKILLed pqd for as long as any of its children holds its "alive" pipe — and
+    every forked child does. A pidfd becomes readable when the process exits; a daemon thread
+    waiting on it costs nothing until then.
+    """
+    try:
+        pidfd = os.pidfd_open(pqd_pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    except (AttributeError, OSError):
+        pidfd = -1  # no pidfd (old kernel): fall back to polling
+
+    def wait_for_pqd() -> None:
+        if pidfd >= 0:
+            select.select([pidfd], [], [])
+        else:
+            while os.path.exists(f"/proc/{pqd_pid}"):
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=wait_for_pqd, name="pqd-death-watch", daemon=True).start()
+
+
+def init_worker(q: ProbeQueue, pqd_pid: int) -> None:
     """Pool initializer: keep one queue proxy for the worker's whole life.
 
     Passing the proxy with every task instead makes a new proxy per task, and proxies of one
@@ -135,6 +165,7 @@ def init_worker(q: ProbeQueue) -> None:
     """
     global _probe_queue
     _probe_queue = q
+    die_with(pqd_pid)
 
 
 def run_job(job: Job, round_no: int, items_per_producer: int, pause: float) -> JobOutcome:
