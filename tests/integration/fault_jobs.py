@@ -54,6 +54,28 @@ def raising_producer(
     raise UnpicklableError("producer refused", 7)
 
 
+TRIGGER_ENV = "PQDTEST_LEAK_TRIGGER"
+
+
+def forking_on_trigger_producer(
+    q: workers.ProbeQueue, round_no: int, items: int, pause: float
+) -> workers.JobOutcome:
+    """Leaves a grandchild behind once each time the trigger file appears (and consumes it)."""
+    trigger = os.environ.get(TRIGGER_ENV)
+    if trigger:
+        try:
+            os.unlink(trigger)
+        except FileNotFoundError:
+            pass
+        else:
+            if os.fork() == 0:
+                try:
+                    os.execv("/bin/sleep", ["sleep", "300"])
+                finally:
+                    os._exit(127)
+    return workers.producer_job(q, round_no, items, pause)
+
+
 def forking_producer(
     q: workers.ProbeQueue, round_no: int, items: int, pause: float
 ) -> workers.JobOutcome:
