@@ -216,8 +216,8 @@ class _App:
 
     def _reload_response(self) -> _Response:
         if not self._state().reload_enabled:
-            # Prometheus' wording and status for a lifecycle API that was not switched on.
-            return _text(HTTPStatus.FORBIDDEN, "Lifecycle API is not enabled.")
+            # Not switched on: the endpoint does not exist, as far as a client can tell.
+            return _text(HTTPStatus.NOT_FOUND, "Not Found (the reload endpoint is not enabled)")
         ok, message = self._reload()
         return _text(HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR, message)
 

@@ -186,7 +186,8 @@ def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> N
 
 def test_reload_endpoint_only_when_enabled(tmp_path: Path) -> None:
     with running_pqd(tmp_path, '[probes.a]\ninterval = "1h"\n') as pqd:
-        assert pqd.get("/-/reload", method="POST")[0] == 403
+        assert pqd.get("/-/reload", method="POST")[0] == 404
+        assert pqd.get("/-/reload")[0] == 405
         pqd.config_path.write_text('enable_reload_endpoint = true\n[probes.a]\ninterval = "1h"\n')
         pqd.signal(signal.SIGHUP)
         wait_until(lambda: pqd.get("/-/reload", method="POST")[0] == 200, "reload endpoint")

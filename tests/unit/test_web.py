@@ -507,10 +507,10 @@ def test_reload_enabled_and_failing() -> None:
     assert fake.reloads == 1
 
 
-def test_reload_disabled_is_forbidden() -> None:
+def test_reload_disabled_is_not_found() -> None:
     fake = Fake(state=make_state(reload_enabled=False))
     r = get(fake.app(), "/-/reload", method="POST")
-    assert (r.status, r.text) == (403, "Lifecycle API is not enabled.\n")
+    assert (r.status, r.text) == (404, "Not Found (the reload endpoint is not enabled)\n")
     assert fake.reloads == 0
 
 
