@@ -22,10 +22,12 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+T = TypeVar("T", int, float)
 PORT_LINE = re.compile(r'msg="pqd started".* port=(\d+)')
 
 
@@ -64,6 +66,14 @@ class Scraper(threading.Thread):
                 self.latencies.append(latency)
             except OSError:
                 self.errors += 1
+
+
+def head(samples: list[T]) -> list[T]:
+    return samples[: max(1, len(samples) // 10)]
+
+
+def tail(samples: list[T]) -> list[T]:
+    return samples[-max(1, len(samples) // 10) :]
 
 
 def footprint(proc: psutil.Process) -> tuple[float, int, int]:
@@ -182,7 +192,13 @@ def main() -> int:
         ("RSS growth after warm-up", f"{growth:+.1f} MiB"),
         ("RSS median / max after warm-up", f"{statistics.median(rss):.1f} / {max(rss):.1f} MiB"),
         ("threads after warm-up: min / max", f"{min(threads)} / {max(threads)}"),
+        ("threads, first / last tenth: max", f"{max(head(threads))} / {max(tail(threads))}"),
         ("open fds after warm-up: min / max", f"{min(fds)} / {max(fds)}"),
+        ("open fds, first / last tenth: max", f"{max(head(fds))} / {max(tail(fds))}"),
+        (
+            "RSS, first / last tenth: median",
+            f"{statistics.median(head(rss)):.1f} / {statistics.median(tail(rss)):.1f} MiB",
+        ),
         ("scrapes / failed", f"{len(lat)} / {scraper.errors}"),
         ("scrape latency p50 / p99", f"{p(0.5):.1f} / {p(0.99):.1f} ms"),
         ("tracebacks in the log", f"{tracebacks}"),
