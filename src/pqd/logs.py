@@ -38,34 +38,29 @@ def _problem(record: logging.LogRecord) -> str | None:
     return None
 
 
+def _event(record: logging.LogRecord) -> dict[str, object]:
+    """The fields of one log line, in order: the fixed ones, then the record's own."""
+    data: dict[str, object] = {
+        "ts": _timestamp(record),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    data.update(_fields(record))
+    problem = _problem(record)
+    if problem is not None:
+        data["err"] = problem
+    return data
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        pairs: dict[str, object] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        pairs.update(_fields(record))
-        problem = _problem(record)
-        if problem is not None:
-            pairs["err"] = problem
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in _event(record).items())
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, object] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        data.update(_fields(record))
-        problem = _problem(record)
-        if problem is not None:
-            data["err"] = problem
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return json.dumps(_event(record), default=str, ensure_ascii=False)
 
 
 def configure(log_format: str, level: str, stream: TextIO | None = None) -> None:

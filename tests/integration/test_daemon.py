@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from pqd.results import FAILURE_REASONS, PHASES
+from tests.contract import CONTRACT_COUNTERS, CONTRACT_GAUGES
 from tests.integration.pqd_process import PqdProcess, running_pqd, sample, wait_until
 
 TWO_PROBES = """
@@ -26,25 +27,10 @@ interval = "4s"
 workers = 2
 """
 
+# Every per-probe gauge and the counters without a further label.
 DESIGN_NAMES = [
-    "pqd_queue_depth",
-    "pqd_workers_live",
-    "pqd_queue_capacity",
-    "pqd_workers_configured",
-    "pqd_last_cycle_success",
-    "pqd_last_cycle_queue_full_events",
-    "pqd_last_cycle_jobs_completed",
-    "pqd_last_cycle_queue_depth_max",
-    "pqd_last_cycle_pid_count_delta",
-    "pqd_last_cycle_leaked_processes",
-    "pqd_last_cycle_duration_seconds",
-    "pqd_last_cycle_timestamp_seconds",
-    "pqd_last_cycle_success_timestamp_seconds",
-    "pqd_host_pid_count",
-    "pqd_cycles_total",
-    "pqd_jobs_completed_total",
-    "pqd_jobs_failed_total",
-    "pqd_queue_full_events_total",
+    *sorted(CONTRACT_GAUGES),
+    *sorted(CONTRACT_COUNTERS - {"pqd_cycle_failures_total", "pqd_cycles_skipped_total"}),
 ]
 
 

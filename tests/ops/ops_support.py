@@ -28,51 +28,13 @@ RUNBOOK = ROOT / "docs/runbook.md"
 DASHBOARD_DIR = ROOT / "grafana/dashboards"
 KUBERNETES_DIR = ROOT / "deploy/kubernetes"
 
-#: Design §2: the metric names are a contract shared by the daemon, dashboards and alerts. A
-#: query that names anything else is a typo or an invented metric and would silently be empty.
-CONTRACT_GAUGES = frozenset(
-    {
-        "pqd_queue_depth",
-        "pqd_workers_live",
-        "pqd_queue_capacity",
-        "pqd_workers_configured",
-        "pqd_last_cycle_success",
-        "pqd_last_cycle_queue_full_events",
-        "pqd_last_cycle_jobs_completed",
-        "pqd_last_cycle_queue_depth_max",
-        "pqd_last_cycle_pid_count_delta",
-        "pqd_last_cycle_leaked_processes",
-        "pqd_last_cycle_duration_seconds",
-        "pqd_last_cycle_timestamp_seconds",
-        "pqd_last_cycle_success_timestamp_seconds",
-        "pqd_host_pid_count",
-    }
+from tests.contract import (  # noqa: E402 - kept beside the paths above for readers
+    CONTRACT_COUNTERS,
+    CONTRACT_GAUGES,
+    CONTRACT_HISTOGRAMS,
+    CONTRACT_UNPROBED,
 )
-CONTRACT_COUNTERS = frozenset(
-    {
-        "pqd_cycles_total",
-        "pqd_cycle_failures_total",
-        "pqd_cycles_skipped_total",
-        "pqd_jobs_completed_total",
-        "pqd_jobs_failed_total",
-        "pqd_queue_full_events_total",
-    }
-)
-CONTRACT_HISTOGRAMS = frozenset(
-    {
-        "pqd_cycle_duration_seconds",
-        "pqd_phase_duration_seconds",
-        "pqd_queue_operation_duration_seconds",
-    }
-)
-#: Series without a `probe` label.
-CONTRACT_UNPROBED = frozenset(
-    {
-        "pqd_build_info",
-        "pqd_config_last_reload_successful",
-        "pqd_config_last_reload_success_timestamp_seconds",
-    }
-)
+
 CONTRACT_METRICS = (
     CONTRACT_GAUGES
     | CONTRACT_COUNTERS

@@ -31,6 +31,7 @@ from pqd.metrics import (
     write_textfile,
 )
 from pqd.results import FAILURE_REASONS, PHASES, CycleResult, JobReport, LiveSample
+from tests.contract import DESIGN_FAMILIES
 
 START = 1_700_000_000.0
 PUT_SECONDS = 2.0**-16  # 1.52587890625e-05: exact in binary, lands in le="2.5e-05"
@@ -363,35 +364,7 @@ pqd_config_last_reload_success_timestamp_seconds 1.7e+09
 """.replace("{PY}", platform.python_version())
 
 #: Every metric name in design §2, as exposed (counters with _total).
-DESIGN_NAMES = (
-    "pqd_queue_depth",
-    "pqd_workers_live",
-    "pqd_queue_capacity",
-    "pqd_workers_configured",
-    "pqd_last_cycle_success",
-    "pqd_last_cycle_queue_full_events",
-    "pqd_last_cycle_jobs_completed",
-    "pqd_last_cycle_queue_depth_max",
-    "pqd_last_cycle_pid_count_delta",
-    "pqd_last_cycle_leaked_processes",
-    "pqd_last_cycle_duration_seconds",
-    "pqd_last_cycle_timestamp_seconds",
-    "pqd_last_cycle_success_timestamp_seconds",
-    "pqd_host_pid_count",
-    "pqd_cycles_total",
-    "pqd_cycle_failures_total",
-    "pqd_cycles_skipped_total",
-    "pqd_jobs_completed_total",
-    "pqd_jobs_failed_total",
-    "pqd_queue_full_events_total",
-    "pqd_cycle_duration_seconds",
-    "pqd_phase_duration_seconds",
-    "pqd_queue_operation_duration_seconds",
-    "pqd_build_info",
-    "pqd_probe_info",
-    "pqd_config_last_reload_successful",
-    "pqd_config_last_reload_success_timestamp_seconds",
-)
+DESIGN_NAMES = DESIGN_FAMILIES
 
 #: The only labels design §2 allows on each family (beyond a histogram's "le").
 EXTRA_LABELS = {
