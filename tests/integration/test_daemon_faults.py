@@ -101,7 +101,7 @@ def in_a_cycle(pqd: PqdProcess) -> tuple[psutil.Process, list[psutil.Process]]:
     return wait_until(found, "a victim cycle in progress")
 
 
-def expect_failure_then_success(
+def assert_failure_then_success(
     pqd: PqdProcess, scraper: Scraper, reason: str, inject: Callable[[], None]
 ) -> None:
     failures_before = counter(pqd, "pqd_cycle_failures_total", probe="victim", reason=reason)
@@ -153,7 +153,7 @@ def test_worker_sigkilled(tmp_path: Path) -> None:
             _, workers = in_a_cycle(pqd)
             workers[0].send_signal(signal.SIGKILL)
 
-        expect_failure_then_success(pqd, scraper, "worker_died", inject)
+        assert_failure_then_success(pqd, scraper, "worker_died", inject)
 
 
 def test_worker_sigstopped(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_worker_sigstopped(tmp_path: Path) -> None:
             for worker in workers:  # whichever is busy or holds the task lock: all stopped
                 worker.send_signal(signal.SIGSTOP)
 
-        expect_failure_then_success(pqd, scraper, "timeout", inject)
+        assert_failure_then_success(pqd, scraper, "timeout", inject)
 
 
 def test_manager_sigkilled(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_manager_sigkilled(tmp_path: Path) -> None:
             manager, _ = in_a_cycle(pqd)
             manager.send_signal(signal.SIGKILL)
 
-        expect_failure_then_success(pqd, scraper, "manager_died", inject)
+        assert_failure_then_success(pqd, scraper, "manager_died", inject)
 
 
 def test_job_hanging_past_the_timeout(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_job_hanging_past_the_timeout(tmp_path: Path) -> None:
             manager, _ = in_a_cycle(pqd)
             manager.send_signal(signal.SIGSTOP)
 
-        expect_failure_then_success(pqd, scraper, "timeout", inject)
+        assert_failure_then_success(pqd, scraper, "timeout", inject)
 
 
 def pids_cgroup() -> Path | None:
@@ -228,7 +228,7 @@ def test_pool_that_cannot_start_under_a_process_limit(tmp_path: Path) -> None:
                     with contextlib.suppress(OSError):
                         (root / "cgroup.procs").write_text(pid)
 
-            expect_failure_then_success(pqd, scraper, "spawn_failed", inject)
+            assert_failure_then_success(pqd, scraper, "spawn_failed", inject)
     finally:
         with contextlib.suppress(OSError):
             group.rmdir()
@@ -247,7 +247,7 @@ def test_grandchild_left_behind_is_counted_and_killed(tmp_path: Path) -> None:
         def inject() -> None:
             trigger.write_text("once")
 
-        expect_failure_then_success(pqd, scraper, "leak", inject)
+        assert_failure_then_success(pqd, scraper, "leak", inject)
         text = pqd.scrape()
         leak_events = [e for e in pqd.log_events("cycle failed") if e.get("reason") == "leak"]
 

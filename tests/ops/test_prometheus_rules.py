@@ -46,22 +46,22 @@ REQUIRED_ALERTS = {
 }
 
 
-def promtool(*args: str) -> None:
+def assert_promtool_passes(*args: str) -> None:
     result = run([require_tool("promtool", PROMTOOL_HINT), *args])
     assert result.returncode == 0, describe(result)
 
 
 def test_promtool_check_config() -> None:
     # Also checks the rule files it references.
-    promtool("check", "config", str(SCRAPE_CONFIG))
+    assert_promtool_passes("check", "config", str(SCRAPE_CONFIG))
 
 
 def test_promtool_check_rules() -> None:
-    promtool("check", "rules", str(RECORDING_FILE), str(ALERTS_FILE))
+    assert_promtool_passes("check", "rules", str(RECORDING_FILE), str(ALERTS_FILE))
 
 
 def test_promtool_test_rules() -> None:
-    promtool("test", "rules", str(ALERT_TESTS_FILE))
+    assert_promtool_passes("test", "rules", str(ALERT_TESTS_FILE))
 
 
 def test_scrape_config_shape() -> None:
