@@ -603,6 +603,8 @@ def _parent_pids() -> dict[int, int]:
 
 def _child_exited() -> bool:
     """True if some child of pqd has exited and not been reaped yet (WNOWAIT: reaps nothing)."""
+    if not hasattr(os, "waitid"):
+        return True  # cannot tell here: have a look
     try:
         return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:  # no children at all
