@@ -1,8 +1,16 @@
 """pqd: a probe daemon for Python multiprocessing health, exported to Prometheus."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("pqd")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+
+def __getattr__(name: str) -> str:
+    # Looked up on first use, not at import: spawn workers import the pqd package too, and
+    # reading the installed distribution's metadata cost each of them 40-60 ms.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("pqd")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0+unknown"
+    raise AttributeError(f"module 'pqd' has no attribute {name!r}")

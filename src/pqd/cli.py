@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from pqd import __version__
+import pqd
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -63,7 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _build_parser() -> _Parser:
     parser = _Parser(prog="pqd", description="Probe Python multiprocessing health for Prometheus.")
-    parser.add_argument("--version", action="version", version=f"pqd {__version__}")
+    parser.add_argument("--version", action="version", version=f"pqd {pqd.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add_config_flags(sub: argparse.ArgumentParser, *, run: bool) -> None:
@@ -161,7 +161,7 @@ def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
     registry = CollectorRegistry()
     metrics = PqdMetrics(
         registry,
-        version=__version__,
+        version=pqd.__version__,
         probes=[
             ProbeSpec(p.name, p.start_method, p.workers, p.queue_maxsize) for p in loaded.probes
         ],

@@ -45,8 +45,11 @@ from pqd.web import ProbeView, WebState, make_app
 
 log = logging.getLogger("pqd")
 
-#: The scheduler runs this job every second; the systemd watchdog is fed only while it does.
-HEARTBEAT_SECONDS = 1.0
+#: Under a systemd watchdog the scheduler runs a heartbeat job this often (a third of the ping
+#: interval, within these bounds), and pings are sent only while it does. No watchdog, no job:
+#: an idle pqd then wakes for nothing but its probes.
+HEARTBEAT_MIN_SECONDS = 0.2
+HEARTBEAT_MAX_SECONDS = 5.0
 #: How long stopping may take before pqd gives up waiting for cycles (systemd's default
 #: TimeoutStopSec is 90 s; the issue asks for 10 s).
 STOP_SECONDS = 8.0
@@ -157,6 +160,12 @@ class Daemon:
         self._cancel = threading.Event()
         self._stopped = threading.Event()
         self._heartbeat = time.monotonic()
+        ping = self.notifier.watchdog_interval
+        self._heartbeat_seconds = (
+            None
+            if ping is None
+            else min(max(ping / 3, HEARTBEAT_MIN_SECONDS), HEARTBEAT_MAX_SECONDS)
+        )
         self._scheduler: Any = None
         self._server: HttpServer | None = None
         self._watchdog: threading.Thread | None = None
@@ -186,9 +195,10 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1},
         )
         self._scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-        self._scheduler.add_job(
-            self._beat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="pqd:heartbeat"
-        )
+        if self._heartbeat_seconds is not None:
+            self._scheduler.add_job(
+                self._beat, IntervalTrigger(seconds=self._heartbeat_seconds), id="pqd:heartbeat"
+            )
         for probe in self.config.probes:
             self._add_probe_job(probe)
         self._scheduler.start()
@@ -324,7 +334,8 @@ class Daemon:
     def progressing(self) -> bool:
         """True while the scheduler dispatches jobs and no cycle has outlived its deadline."""
         now = time.monotonic()
-        if now - self._heartbeat > max(5 * HEARTBEAT_SECONDS, 5.0):
+        beat = self._heartbeat_seconds or HEARTBEAT_MAX_SECONDS
+        if now - self._heartbeat > max(5 * beat, 5.0):
             return False
         with self._lock:
             for rt in self._runtimes.values():
@@ -451,7 +462,8 @@ def run_daemon(config: Config, *, reload_config: Callable[[], Config]) -> int:
         return 1
     # Signal handlers only set flags; the work happens here, on the main thread.
     while not stop.is_set():
-        wake.wait(1.0)
+        # Signals interrupt the wait (their handlers set ``wake``); the timeout is a backstop.
+        wake.wait(60.0)
         wake.clear()
         if reload_wanted.is_set() and not stop.is_set():
             reload_wanted.clear()

@@ -53,8 +53,6 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 from wsgiref.types import WSGIApplication, WSGIEnvironment
 
-import bcrypt
-
 from pqd.config import ConfigError, split_listen_address
 from pqd.webconfig import (
     BCRYPT_MAX_PASSWORD_BYTES,
@@ -354,6 +352,8 @@ class _AuthCheck:
 def _dummy_hash(cost: int) -> bytes:
     # An unknown user is checked against a hash of the same cost as a real one, so the time a
     # failed login takes does not tell whether the user exists.
+    import bcrypt  # only a pqd with basic auth users gets here
+
     return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
 
 
@@ -419,6 +419,8 @@ class _Authenticator:
         hashed = check.hashed
         if hashed.startswith(b"dummy:"):
             hashed = _dummy_hash(int(hashed[6:]) if hashed[6:].isdigit() else 10)
+        import bcrypt  # only a pqd with basic auth users gets here
+
         try:
             # Go's bcrypt refuses passwords beyond 72 bytes rather than truncating them; so does
             # pqd, whatever the installed bcrypt package would do.
@@ -712,7 +714,7 @@ class HttpServer:
     def _io_loop(self) -> None:
         try:
             while not self._stopping.is_set():
-                events = self._selector.select(_TICK_SECONDS)
+                events = self._selector.select(self._select_timeout())
                 now = time.monotonic()
                 for key, mask in events:
                     conn = key.data
@@ -733,6 +735,16 @@ class HttpServer:
             log.exception("http server I/O loop failed")
         finally:
             self._close_all()
+
+    def _select_timeout(self) -> float | None:
+        """How long the I/O thread may sleep. Deadlines only exist while connections are open;
+        with none, an idle pqd wakes only to look at the web config (if any), or not at all
+        (an accept or a worker's wake-up ends the wait)."""
+        if self._conns:
+            return _TICK_SECONDS
+        if self._config_path is not None:
+            return self._limits.config_check_interval
+        return None
 
     def _close_all(self) -> None:
         if self._closed:

@@ -24,6 +24,7 @@ the nearest behaviour that is never less strict, or refused with a message sayin
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -32,10 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final
-
-import bcrypt
-import yaml
+from typing import Any, Final
 
 from pqd.config import ConfigError
 
@@ -207,37 +205,46 @@ class WebConfig:
 # YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
+@functools.cache
+def _strict_loader() -> type[Any]:
     """safe_load, except that a key given twice is an error (PyYAML keeps the last one silently;
-    the toolkit's UnmarshalStrict refuses it, and a duplicated user is a likely mistake)."""
+    the toolkit's UnmarshalStrict refuses it, and a duplicated user is a likely mistake).
 
+    Built on first use: PyYAML (and bcrypt) are only loaded by a pqd that has a web config.
+    """
+    import yaml
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[object, object]:
-    loader.flatten_mapping(node)
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-            seen.add(key)
-        except TypeError:  # an unhashable key; construct_mapping reports it properly below
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
-    return loader.construct_mapping(node, deep=True)
+    class StrictLoader(yaml.SafeLoader):
+        pass
 
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[object, object]:
+        loader.flatten_mapping(node)
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key; construct_mapping reports it properly below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return loader.construct_mapping(node, deep=True)
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
 
 
 def _load_yaml(text: str, source: str) -> object:
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -728,4 +735,6 @@ def hash_password(password: bytes, cost: int = BCRYPT_COST) -> str:
             f"the password is longer than {BCRYPT_MAX_PASSWORD_BYTES} bytes; bcrypt would ignore "
             "the rest"
         )
+    import bcrypt
+
     return bcrypt.hashpw(password, bcrypt.gensalt(rounds=cost)).decode("ascii")

@@ -293,7 +293,7 @@ def test_bcrypt_runs_once_per_credentials(
         calls.append(password)
         return real(password, hashed)
 
-    monkeypatch.setattr("pqd.server.bcrypt.checkpw", counting)
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
     config = pki.directory / "web.yml"
     config.write_text(web_yaml(users={"alice": hash_password(b"right")}, tls=False))
     server = serve(config)
