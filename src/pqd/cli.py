@@ -200,6 +200,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     loaded = config.config_from_file(args.file)
     names = ", ".join(p.name for p in loaded.probes)
+    if loaded.web_config_file is not None:
+        # The web config too, as `pqd run` would load it: a bad one would stop it with 78.
+        from pqd.webconfig import ssl_context, web_config_from_file
+
+        web = web_config_from_file(loaded.web_config_file)
+        if web.tls is not None:
+            ssl_context(web.tls)
     print(f"{args.file}: ok ({len(loaded.probes)} probe(s): {names})")
     return EXIT_OK
 

@@ -114,3 +114,18 @@ def test_good_config_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert main(["check-config", str(path)], environ={}) == 0
     assert "2 probe(s): a, b" in capsys.readouterr().out
+
+
+def test_check_config_also_checks_the_web_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: not-a-bcrypt-hash\n")
+    path = tmp_path / "pqd.toml"
+    path.write_text(f'web_config_file = "{web}"\n')
+
+    code = main(["check-config", str(path)], environ={})
+
+    line = one_line(capsys.readouterr().err)
+    assert code == 78
+    assert "basic_auth_users" in line
