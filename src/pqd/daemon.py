@@ -221,7 +221,7 @@ class Daemon:
                 target=self._feed_watchdog, name="pqd-watchdog", daemon=True
             )
             self._watchdog.start()
-        self.notifier.ready(_status_line(self._runtimes))
+        self.notifier.ready(self._status())
         log.info(
             "pqd started",
             extra={
@@ -259,6 +259,11 @@ class Daemon:
             self._server.stop()
         self.state = State.STOPPED
         log.info("pqd stopped")
+
+    def _status(self) -> str:
+        # Under the lock: a reload may be adding or removing probes from another thread.
+        with self._lock:
+            return _status_line(self._runtimes)
 
     def _running_probes(self) -> list[str]:
         with self._lock:
@@ -303,7 +308,7 @@ class Daemon:
             with self._lock:
                 rt.last = result
             self._log_cycle(result)
-            self.notifier.status(_status_line(self._runtimes))
+            self.notifier.status(self._status())
             _give_back_memory()
         except Exception:
             # A bug must not kill the scheduler's thread or the daemon; it is logged in one line.
@@ -391,7 +396,7 @@ class Daemon:
             finally:
                 if self.state is State.RELOADING:
                     self.state = State.RUNNING
-                self.notifier.ready(_status_line(self._runtimes))
+                self.notifier.ready(self._status())
 
     def _apply(self, new: Config) -> None:
         old = self.config
