@@ -9,6 +9,7 @@ import pytest
 
 from pqd.history import CycleHistory
 from pqd.results import CycleResult
+from tests.factories import seed_shaped_result
 
 START = 1_700_000_000.0
 
@@ -20,13 +21,6 @@ def result(
     fields: dict[str, Any] = dict(
         probe=probe,
         cycle_id=f"{probe}-{n:04d}",
-        start_method="forkserver",
-        workers_configured=4,
-        queue_capacity=3,
-        rounds=5,
-        items_per_producer=5,
-        main_pid=999,
-        main_process_name="MainProcess",
         started_at=START + n - 0.5,
         ended_at=START + n,
         duration_seconds=0.5,
@@ -35,21 +29,9 @@ def result(
         detail="ok" if success else "job 3 did not finish within 30s",
         jobs_completed=10 if success else 3,
         jobs_failed=0 if success else 1,
-        queue_full_events=10,
-        items_put=15,
-        items_got=15,
-        queue_depth_max=3,
-        host_pid_count_before=200,
-        host_pid_count_during=206,
-        host_pid_count_after=200,
-        leaked_processes=0,
-        leaked_pids=(),
-        helpers_started=(),
         phase_seconds={"pool_start": 0.1, "jobs": 0.3, "teardown": 0.1},
-        jobs=(),
     )
-    fields.update(overrides)
-    return CycleResult(**fields)
+    return seed_shaped_result(**{**fields, **overrides})
 
 
 def ids(results: list[CycleResult]) -> list[str]:

@@ -32,6 +32,7 @@ from pqd.metrics import (
 )
 from pqd.results import FAILURE_REASONS, PHASES, CycleResult, JobReport, LiveSample
 from tests.contract import DESIGN_FAMILIES
+from tests.factories import seed_shaped_result
 
 START = 1_700_000_000.0
 PUT_SECONDS = 2.0**-16  # 1.52587890625e-05: exact in binary, lands in le="2.5e-05"
@@ -78,38 +79,12 @@ def seed_jobs(rounds: int = 5) -> tuple[JobReport, ...]:
 def cycle(**overrides: Any) -> CycleResult:
     """The default probe's successful cycle: 10 jobs, 10 full events, max depth 3, no leak."""
     fields: dict[str, Any] = dict(
-        probe="default",
-        cycle_id="c-0001",
-        start_method="forkserver",
-        workers_configured=4,
-        queue_capacity=3,
-        rounds=5,
-        items_per_producer=5,
-        main_pid=999,
-        main_process_name="MainProcess",
         started_at=START + 99.125,
         ended_at=START + 100.0,
         duration_seconds=0.875,
-        success=True,
-        reason=None,
-        detail="ok",
-        jobs_completed=10,
-        jobs_failed=0,
-        queue_full_events=10,
-        items_put=15,
-        items_got=15,
-        queue_depth_max=3,
-        host_pid_count_before=200,
-        host_pid_count_during=206,
-        host_pid_count_after=200,
-        leaked_processes=0,
-        leaked_pids=(),
-        helpers_started=(),
-        phase_seconds={"pool_start": 0.125, "jobs": 0.5, "teardown": 0.25},
         jobs=seed_jobs(),
     )
-    fields.update(overrides)
-    return CycleResult(**fields)
+    return seed_shaped_result(**{**fields, **overrides})
 
 
 def worker_died(**overrides: Any) -> CycleResult:
@@ -363,6 +338,26 @@ pqd_config_last_reload_successful 1.0
 pqd_config_last_reload_success_timestamp_seconds 1.7e+09
 """.replace("{PY}", platform.python_version())
 
+#: The queue-operation histogram's buckets from 25 µs up, as the exposition writes them: every
+#: put in these fake cycles took PUT_SECONDS (~15 µs), so each of them counts all the puts.
+OPERATION_LES_FROM_25US = (
+    "2.5e-05",
+    "5e-05",
+    "0.0001",
+    "0.00025",
+    "0.0005",
+    "0.001",
+    "0.0025",
+    "0.005",
+    "0.01",
+    "0.025",
+    "0.05",
+    "0.1",
+    "0.25",
+    "1.0",
+    "+Inf",
+)
+
 #: Every metric name in design §2, as exposed (counters with _total).
 DESIGN_NAMES = DESIGN_FAMILIES
 
@@ -427,23 +422,7 @@ AFTER_SUCCESS = {
     # 25 put_nowait calls (5 per producer), 15 get_nowait calls (3 per consumer).
     **{
         f'pqd_queue_operation_duration_seconds_bucket{{le="{le}",operation="put",probe="default"}}': "25.0"
-        for le in (
-            "2.5e-05",
-            "5e-05",
-            "0.0001",
-            "0.00025",
-            "0.0005",
-            "0.001",
-            "0.0025",
-            "0.005",
-            "0.01",
-            "0.025",
-            "0.05",
-            "0.1",
-            "0.25",
-            "1.0",
-            "+Inf",
-        )
+        for le in OPERATION_LES_FROM_25US
     },
     'pqd_queue_operation_duration_seconds_count{operation="put",probe="default"}': "25.0",
     'pqd_queue_operation_duration_seconds_sum{operation="put",probe="default"}': "0.0003814697265625",
@@ -502,23 +481,7 @@ AFTER_WORKER_DIED = {
     # Two producers (10 puts) and one consumer (3 gets) reported before the worker died.
     **{
         f'pqd_queue_operation_duration_seconds_bucket{{le="{le}",operation="put",probe="default"}}': "10.0"
-        for le in (
-            "2.5e-05",
-            "5e-05",
-            "0.0001",
-            "0.00025",
-            "0.0005",
-            "0.001",
-            "0.0025",
-            "0.005",
-            "0.01",
-            "0.025",
-            "0.05",
-            "0.1",
-            "0.25",
-            "1.0",
-            "+Inf",
-        )
+        for le in OPERATION_LES_FROM_25US
     },
     'pqd_queue_operation_duration_seconds_count{operation="put",probe="default"}': "10.0",
     'pqd_queue_operation_duration_seconds_sum{operation="put",probe="default"}': "0.000152587890625",

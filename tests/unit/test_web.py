@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from pqd.results import CycleResult, HelperProcess, JobReport
 from pqd.web import ProbeView, WebState, make_app
+from tests.factories import seed_shaped_result
 
 # The seed prints a full-width colon (U+FF1A) in "put in q:A"; it must reach the page intact.
 SEED_COLON = "\uff1a"
@@ -57,38 +58,19 @@ def make_job(**overrides: Any) -> JobReport:
 
 def make_cycle(**overrides: Any) -> CycleResult:
     fields: dict[str, Any] = {
-        "probe": "default",
         "cycle_id": "c1",
-        "start_method": "forkserver",
-        "workers_configured": 4,
-        "queue_capacity": 3,
-        "rounds": 5,
-        "items_per_producer": 5,
         "main_pid": 2000,
-        "main_process_name": "MainProcess",
         "started_at": 1_700_000_000.0,
         "ended_at": 1_700_000_001.25,
         "duration_seconds": 1.25,
-        "success": True,
-        "reason": None,
-        "detail": "ok",
-        "jobs_completed": 10,
-        "jobs_failed": 0,
-        "queue_full_events": 10,
-        "items_put": 15,
-        "items_got": 15,
-        "queue_depth_max": 3,
         "host_pid_count_before": 300,
         "host_pid_count_during": 307,
         "host_pid_count_after": 302,
-        "leaked_processes": 0,
-        "leaked_pids": (),
         "helpers_started": (HelperProcess(pid=1999, role="forkserver"),),
         "phase_seconds": {"pool_start": 0.2, "jobs": 1.0, "teardown": 0.05},
         "jobs": (make_job(),),
     }
-    fields.update(overrides)
-    return CycleResult(**fields)
+    return seed_shaped_result(**{**fields, **overrides})
 
 
 def make_state(**overrides: Any) -> WebState:

@@ -1,0 +1,45 @@
+"""A CycleResult built by hand, for unit tests that need plain data and no processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pqd.results import CycleResult
+
+
+def seed_shaped_result(**overrides: Any) -> CycleResult:
+    """A successful cycle of the default probe as the seed runs it (10 jobs, 10 full events,
+    max depth 3, nothing leaked); ``overrides`` replace any field."""
+    fields: dict[str, Any] = dict(
+        probe="default",
+        cycle_id="c-0001",
+        start_method="forkserver",
+        workers_configured=4,
+        queue_capacity=3,
+        rounds=5,
+        items_per_producer=5,
+        main_pid=999,
+        main_process_name="MainProcess",
+        started_at=0.0,
+        ended_at=0.0,
+        duration_seconds=0.0,
+        success=True,
+        reason=None,
+        detail="ok",
+        jobs_completed=10,
+        jobs_failed=0,
+        queue_full_events=10,
+        items_put=15,
+        items_got=15,
+        queue_depth_max=3,
+        host_pid_count_before=200,
+        host_pid_count_during=206,
+        host_pid_count_after=200,
+        leaked_processes=0,
+        leaked_pids=(),
+        helpers_started=(),
+        phase_seconds={"pool_start": 0.125, "jobs": 0.5, "teardown": 0.25},
+        jobs=(),
+    )
+    fields.update(overrides)
+    return CycleResult(**fields)
