@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pqd.cli import main
+from pqd.config import OVERRIDE_FIELDS
 from tests.integration.pqd_process import PqdProcess
 
 FUZZ_SETTINGS = settings(
@@ -122,27 +123,7 @@ def test_after_the_fuzzing_pqd_still_serves_and_logged_no_traceback(pqd: PqdProc
 
 # -- config files ----------------------------------------------------------------------------
 
-KEYS = st.sampled_from(
-    [
-        "listen_address",
-        "log_format",
-        "log_level",
-        "history_limit",
-        "enable_reload_endpoint",
-        "web_config_file",
-        "start_method",
-        "workers",
-        "queue_maxsize",
-        "rounds",
-        "items_per_producer",
-        "job_pause",
-        "timeout",
-        "interval",
-        "cron",
-        "probes",
-        "bogus",
-    ]
-)
+KEYS = st.sampled_from([*OVERRIDE_FIELDS, "probes", "bogus"])
 SCALARS = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.booleans(),

@@ -8,26 +8,12 @@ import tomllib
 
 from ops_support import ROOT, describe, run
 
+from pqd.config import GLOBAL_FIELDS, PROBE_FIELDS
+
 CONFIG = ROOT / "systemd/pqd.toml"
-TOP_LEVEL = {
-    "listen_address",
-    "log_format",
-    "log_level",
-    "history_limit",
-    "enable_reload_endpoint",
-    "probes",
-}
-PROBE_KEYS = {
-    "start_method",
-    "workers",
-    "queue_maxsize",
-    "rounds",
-    "items_per_producer",
-    "job_pause",
-    "timeout",
-    "interval",
-    "cron",
-}
+# The keys pqd's own loader accepts (it rejects any other, so the example can use no more).
+TOP_LEVEL = {*GLOBAL_FIELDS, "probes"}
+PROBE_KEYS = set(PROBE_FIELDS)
 DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
 
 
