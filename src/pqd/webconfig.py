@@ -118,7 +118,8 @@ HEADER_VALUES: Final[Mapping[str, tuple[str, ...]]] = {
 }
 
 _TOP_KEYS: Final = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
-_TLS_KEYS: Final = (
+#: tls_server_config keys whose value is a single string.
+_TLS_STRING_KEYS: Final = (
     "cert",
     "key",
     "client_ca",
@@ -126,9 +127,12 @@ _TLS_KEYS: Final = (
     "key_file",
     "client_auth_type",
     "client_ca_file",
-    "client_allowed_sans",
     "min_version",
     "max_version",
+)
+_TLS_KEYS: Final = (
+    *_TLS_STRING_KEYS,
+    "client_allowed_sans",
     "cipher_suites",
     "prefer_server_cipher_suites",
     "curve_preferences",
@@ -337,20 +341,7 @@ def _tls_config(raw: object, base_dir: str | None) -> TLSServerConfig | None:
     def where(key: str) -> str:
         return f"{prefix}.{key}"
 
-    strings = {
-        key: _string(data, key, where(key), secret=key == "key")
-        for key in (
-            "cert",
-            "key",
-            "client_ca",
-            "cert_file",
-            "key_file",
-            "client_auth_type",
-            "client_ca_file",
-            "min_version",
-            "max_version",
-        )
-    }
+    strings = {key: _string(data, key, where(key), secret=key == "key") for key in _TLS_STRING_KEYS}
     # The toolkit's TLSConfig.IsEnabled: any of these switches TLS on; none of them means plain
     # HTTP even if, say, min_version is set.
     enabling = ("cert_file", "cert", "key_file", "key", "client_ca_file", "client_ca")
