@@ -18,6 +18,8 @@ CONTRACT_GAUGES = frozenset(
         "pqd_last_cycle_pid_count_delta",
         "pqd_last_cycle_leaked_processes",
         "pqd_last_cycle_duration_seconds",
+        "pqd_last_cycle_cpu_seconds",
+        "pqd_last_cycle_max_rss_bytes",
         "pqd_last_cycle_timestamp_seconds",
         "pqd_last_cycle_success_timestamp_seconds",
         "pqd_host_pid_count",
@@ -31,6 +33,7 @@ CONTRACT_COUNTERS = frozenset(
         "pqd_jobs_completed_total",
         "pqd_jobs_failed_total",
         "pqd_queue_full_events_total",
+        "pqd_cycle_cpu_seconds_total",
     }
 )
 CONTRACT_HISTOGRAMS = frozenset(

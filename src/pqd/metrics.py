@@ -10,11 +10,12 @@ Metric names are a contract with dashboards and alert rules: never rename one.
 
 from __future__ import annotations
 
+import math
 import platform
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -28,10 +29,11 @@ from prometheus_client import (
     ProcessCollector,
     write_to_textfile,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
-from pqd.results import FAILURE_REASONS, PHASES, CycleResult, LiveSample
+from pqd.results import CONTAINMENTS, FAILURE_REASONS, PHASES, CycleResult, LiveSample
 
 #: Why a due cycle did not run. ``overlap``: it was due while the previous cycle of that probe was
 #: still running (APScheduler's max_instances=1 skips, never queues). ``missed``: the scheduler
@@ -48,22 +50,8 @@ DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 #: One put_nowait/get_nowait on a Manager queue proxy is a round trip over a socket: tens of
 #: microseconds when healthy, milliseconds when the Manager is starved.
 OPERATION_BUCKETS: Final = (
-    1e-5,
-    2.5e-5,
-    5e-5,
-    1e-4,
-    2.5e-4,
-    5e-4,
-    1e-3,
-    2.5e-3,
-    5e-3,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    1.0,
-)
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 
 # The HELP suffix design §2 promises for every last-cycle gauge.
 _LAST = " (value from the most recent completed cycle)"
@@ -86,12 +74,16 @@ class ProbeSpec:
     start_method: str
     workers: int
     queue_maxsize: int
+    containment: str = "subreaper"  # one of CONTAINMENTS (design §1a)
 
     def __post_init__(self) -> None:
         # The name becomes a label value on every series; an empty one would be unreadable in
         # dashboards and collide with "label absent" in PromQL.
         if not self.name:
             raise ValueError("ProbeSpec.name must not be empty")
+        if self.containment not in CONTAINMENTS:
+            # A label value of pqd_probe_info: only the documented, bounded set.
+            raise ValueError(f"ProbeSpec.containment must be one of {CONTAINMENTS}")
 
 
 @dataclass(frozen=True)
@@ -264,7 +256,7 @@ class PqdMetrics:
         self._probe_info = gauge(
             "pqd_probe_info",
             "Configuration of a probe; the value is always 1.",
-            ("probe", "start_method"),
+            ("probe", "start_method", "containment"),
         )
 
         # Live gauges.
@@ -314,6 +306,15 @@ class PqdMetrics:
             "pqd_last_cycle_duration_seconds",
             "Wall time of the cycle in seconds" + _LAST,
         )
+        self._cpu = gauge(
+            "pqd_last_cycle_cpu_seconds",
+            "CPU time (user + system) of the probe's whole process tree in the cycle, in seconds"
+            + _LAST,
+        )
+        self._max_rss = gauge(
+            "pqd_last_cycle_max_rss_bytes",
+            "Peak resident set size of the largest process of the cycle, in bytes" + _LAST,
+        )
         self._ended = gauge(
             "pqd_last_cycle_timestamp_seconds",
             "Unix time the cycle ended, 0 before the first" + _LAST,
@@ -347,6 +348,11 @@ class PqdMetrics:
         self._jobs_failed_total = counter("pqd_jobs_failed", "Producer and consumer jobs failed.")
         self._full_events_total = counter(
             "pqd_queue_full_events", "Full-queue events (queue.Full from put_nowait)."
+        )
+        self._cpu_total = counter(
+            "pqd_cycle_cpu_seconds",
+            "CPU time (user + system) of the probe's whole process tree, summed over cycles,"
+            " in seconds.",
         )
 
         # Histograms.
@@ -409,64 +415,56 @@ class PqdMetrics:
             self._pid_delta,
             self._leaked,
             self._duration,
+            self._cpu,
+            self._max_rss,
             self._ended,
             self._success_ended,
         )
 
-    def _add_probe(self, spec: ProbeSpec) -> None:
-        name = spec.name
-        # .labels() creates a series at zero; these make every series exist from start-up, so
-        # rate() and absent()-style alerts work before the first cycle or failure.
-        for g in self._per_probe_gauges():
-            g.labels(name)
-        self._host_pids.set(name, 0)
-        for c in (
+    def _probe_series(self, name: str) -> Iterator[tuple[MetricWrapperBase, tuple[str, ...]]]:
+        """Every prometheus_client series of one probe except probe_info, as (metric, labels):
+        what _add_probe creates at zero and _remove_probe removes, from this one list."""
+        for metric in (
+            *self._per_probe_gauges(),
             self._cycles,
             self._jobs_completed_total,
             self._jobs_failed_total,
             self._full_events_total,
+            self._cpu_total,
+            self._cycle_hist,
         ):
-            c.labels(name)
+            yield metric, (name,)
         for reason in FAILURE_REASONS:
-            self._failures.labels(name, reason)
+            yield self._failures, (name, reason)
         for reason in SKIP_REASONS:
-            self._skipped.labels(name, reason)
-        self._cycle_hist.labels(name)
+            yield self._skipped, (name, reason)
         for phase in PHASES:
-            self._phase_hist.labels(name, phase)
+            yield self._phase_hist, (name, phase)
+
+    def _add_probe(self, spec: ProbeSpec) -> None:
+        # .labels() creates a series at zero; these make every series exist from start-up, so
+        # rate() and absent()-style alerts work before the first cycle or failure.
+        for metric, labelvalues in self._probe_series(spec.name):
+            metric.labels(*labelvalues)
+        self._host_pids.set(spec.name, 0)
         for operation in OPERATIONS:
-            self._op_hist.init((name, operation))
+            self._op_hist.init((spec.name, operation))
         self._update_probe(spec)
 
     def _update_probe(self, spec: ProbeSpec) -> None:
         self._queue_capacity.labels(spec.name).set(spec.queue_maxsize)
         self._workers_configured.labels(spec.name).set(spec.workers)
-        self._probe_info.labels(spec.name, spec.start_method).set(1)
+        self._probe_info.labels(spec.name, spec.start_method, spec.containment).set(1)
 
     def _remove_probe(self, spec: ProbeSpec) -> None:
         # remove() with explicit label values rather than remove_by_labels(), which only
         # exists in recent prometheus_client releases (pyproject allows >= 0.20).
-        name = spec.name
-        for g in self._per_probe_gauges():
-            g.remove(name)
-        self._host_pids.remove(name)
-        for c in (
-            self._cycles,
-            self._jobs_completed_total,
-            self._jobs_failed_total,
-            self._full_events_total,
-        ):
-            c.remove(name)
-        for reason in FAILURE_REASONS:
-            self._failures.remove(name, reason)
-        for reason in SKIP_REASONS:
-            self._skipped.remove(name, reason)
-        self._cycle_hist.remove(name)
-        for phase in PHASES:
-            self._phase_hist.remove(name, phase)
+        for metric, labelvalues in self._probe_series(spec.name):
+            metric.remove(*labelvalues)
+        self._host_pids.remove(spec.name)
         for operation in OPERATIONS:
-            self._op_hist.remove((name, operation))
-        self._probe_info.remove(name, spec.start_method)
+            self._op_hist.remove((spec.name, operation))
+        self._probe_info.remove(spec.name, spec.start_method, spec.containment)
 
     def set_probes(self, probes: Sequence[ProbeSpec]) -> None:
         """Make the per-probe series match ``probes`` (start-up and after a config reload).
@@ -490,9 +488,10 @@ class PqdMetrics:
                 if old_spec is None:
                     self._add_probe(spec)
                 else:
-                    if old_spec.start_method != spec.start_method:
-                        # probe_info carries start_method as a label: drop the stale series.
-                        self._probe_info.remove(name, old_spec.start_method)
+                    old_info = (old_spec.start_method, old_spec.containment)
+                    if old_info != (spec.start_method, spec.containment):
+                        # probe_info carries both as labels: drop the stale series.
+                        self._probe_info.remove(name, *old_info)
                     self._update_probe(spec)
                 self._probes[name] = spec
 
@@ -511,6 +510,11 @@ class PqdMetrics:
         unknown_phases = set(result.phase_seconds) - set(PHASES)
         if unknown_phases:
             raise ValueError(f"unknown phases in result: {sorted(unknown_phases)!r}")
+        for field in ("cpu_seconds", "max_rss_bytes"):
+            measured = getattr(result, field)
+            # None is "not measured"; a counter cannot go down, and NaN would poison it for good.
+            if measured is not None and not 0 <= measured < math.inf:
+                raise ValueError(f"{field} must be finite and >= 0, got {measured!r}")
         # Bucketing up to millions of operation durations is the slow part: do it unlocked.
         batches = {op: self._op_hist.bucket(result.operation_seconds(op)) for op in OPERATIONS}
 
@@ -530,6 +534,12 @@ class PqdMetrics:
             self._pid_delta.labels(name).set(result.pid_count_delta)
             self._leaked.labels(name).set(result.leaked_processes)
             self._duration.labels(name).set(result.duration_seconds)
+            # None means not measured: keep the previous value rather than export a false 0.
+            if result.cpu_seconds is not None:
+                self._cpu.labels(name).set(result.cpu_seconds)
+                self._cpu_total.labels(name).inc(result.cpu_seconds)
+            if result.max_rss_bytes is not None:
+                self._max_rss.labels(name).set(result.max_rss_bytes)
             self._ended.labels(name).set(result.ended_at)
             if result.success:
                 self._success_ended.labels(name).set(result.ended_at)

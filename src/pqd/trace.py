@@ -7,6 +7,8 @@ from datetime import datetime
 from pqd.results import CycleResult
 
 SEPARATOR = "**********"
+# A command line can be as long as the kernel allows; a summary line need not be.
+_MAX_COMMAND = 500
 
 
 def _timestamp(unix_time: float) -> str:
@@ -47,6 +49,8 @@ def render_summary(result: CycleResult) -> list[str]:
     phases = " ".join(f"{name}={seconds:.3f}s" for name, seconds in result.phase_seconds.items())
     helpers = ", ".join(f"{h.role} pid {h.pid}" for h in result.helpers_started) or "none new"
     outcome = "success" if result.success else f"failed ({result.reason})"
+    cpu = "not measured" if result.cpu_seconds is None else f"{result.cpu_seconds:.3f}"
+    rss = "not measured" if result.max_rss_bytes is None else str(result.max_rss_bytes)
     return [
         f"probe: {result.probe}",
         f"result: {outcome}",
@@ -68,4 +72,27 @@ def render_summary(result: CycleResult) -> list[str]:
         f"pid_count_delta: {result.pid_count_delta}",
         f"leaked_processes: {result.leaked_processes}",
         f"multiprocessing_helpers_started: {helpers}",
+        # Added with the per-probe runner; after the older lines, which scripts parse in order.
+        f"containment: {result.containment}",
+        f"cpu_seconds: {cpu}",
+        f"max_rss_bytes: {rss}",
+        *(f"leaked: {pid} {cmd}" for pid, cmd in _leaked_with_commands(result)),
     ]
+
+
+def _leaked_with_commands(result: CycleResult) -> list[tuple[int, str]]:
+    """Each leaked pid with its command line, made safe for one line of a terminal."""
+    commands = list(result.leaked_commands)
+    # A result without command lines (an older runner) must not lose a pid.
+    commands += [""] * (len(result.leaked_pids) - len(commands))
+    return [
+        (pid, _one_line(cmd) or "?") for pid, cmd in zip(result.leaked_pids, commands, strict=False)
+    ]
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: whitespace runs become one space, other control characters (a
+    terminal escape in a hostile command line) are shown escaped, and it is cut short."""
+    flat = " ".join(text.split())
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in flat)
+    return shown if len(shown) <= _MAX_COMMAND else shown[: _MAX_COMMAND - 1] + "…"

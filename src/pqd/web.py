@@ -57,6 +57,8 @@ _ALLOW_POST: Final = "POST"
 _CYCLES_PREFIX: Final = "/cycles/"
 # Longer than any id the daemon makes; bounds the work done for a hostile request.
 _MAX_CYCLE_ID_LENGTH: Final = 256
+# A leaked process's command line can be as long as the kernel allows; the page shows this much.
+_MAX_COMMAND_LENGTH: Final = 1000
 
 # Every response: browsers must not guess a type (a trace rendered as HTML would be an XSS).
 _COMMON_HEADERS: Final = (("X-Content-Type-Options", "nosniff"),)
@@ -317,6 +319,18 @@ def _seconds(value: float) -> str:
     return f"{value:.3f} s"
 
 
+def _measured_seconds(value: float | None) -> str:
+    return "not measured" if value is None else _seconds(value)
+
+
+def _measured_mib(value: int | None) -> str:
+    return "not measured" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _outcome(result: CycleResult) -> str:
     if result.success:
         return "ok"
@@ -421,7 +435,10 @@ def _cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
         ("started (UTC)", _utc(r.started_at)),
         ("ended (UTC)", _utc(r.ended_at)),
         ("duration", _seconds(r.duration_seconds)),
+        ("CPU (whole tree)", _measured_seconds(r.cpu_seconds)),
+        ("peak RSS (largest process)", _measured_mib(r.max_rss_bytes)),
         ("start method", r.start_method),
+        ("containment", r.containment),
         ("workers", str(r.workers_configured)),
         ("queue capacity", str(r.queue_capacity)),
         ("rounds", str(r.rounds)),
@@ -453,6 +470,7 @@ def _cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
         f"<h2>Cycle <code>{_e(r.cycle_id)}</code></h2>",
         f'<p><a href="{_e(base)}/">Back to the recent cycles</a></p>',
         _kv_table(summary),
+        *(["<h3>Leaked processes</h3>", _leaked_table(r)] if r.leaked_pids else []),
         "<h3>Phases</h3>",
         _kv_table(phases) if phases else "<p>No phase was reached.</p>",
         "<h3>Jobs</h3>",
@@ -504,3 +522,15 @@ def _jobs_table(result: CycleResult) -> str:
         row_class = ' class="failed"' if job.error else ""
         rows.append(f"<tr{row_class}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def _leaked_table(result: CycleResult) -> str:
+    """Each leaked pid with its command line (escaped: a process names itself what it likes)."""
+    commands = list(result.leaked_commands)
+    commands += [""] * (len(result.leaked_pids) - len(commands))  # a result without them
+    rows = "".join(
+        f'<tr><td class="num">{pid}</td>'
+        f"<td><code>{_e(_cut(cmd, _MAX_COMMAND_LENGTH)) or 'unknown'}</code></td></tr>"
+        for pid, cmd in zip(result.leaked_pids, commands, strict=False)
+    )
+    return f"<table><tr><th>PID</th><th>Command line</th></tr>{rows}</table>"

@@ -165,7 +165,7 @@ STARTUP = """\
 pqd_build_info{python_version="{PY}",version="1.2.3"} 1.0
 # HELP pqd_probe_info Configuration of a probe; the value is always 1.
 # TYPE pqd_probe_info gauge
-pqd_probe_info{probe="default",start_method="forkserver"} 1.0
+pqd_probe_info{containment="subreaper",probe="default",start_method="forkserver"} 1.0
 # HELP pqd_queue_depth Items in the probe's queue now, sampled after each job (0 between cycles).
 # TYPE pqd_queue_depth gauge
 pqd_queue_depth{probe="default"} 0.0
@@ -199,6 +199,12 @@ pqd_last_cycle_leaked_processes{probe="default"} 0.0
 # HELP pqd_last_cycle_duration_seconds Wall time of the cycle in seconds (value from the most recent completed cycle)
 # TYPE pqd_last_cycle_duration_seconds gauge
 pqd_last_cycle_duration_seconds{probe="default"} 0.0
+# HELP pqd_last_cycle_cpu_seconds CPU time (user + system) of the probe's whole process tree in the cycle, in seconds (value from the most recent completed cycle)
+# TYPE pqd_last_cycle_cpu_seconds gauge
+pqd_last_cycle_cpu_seconds{probe="default"} 0.0
+# HELP pqd_last_cycle_max_rss_bytes Peak resident set size of the largest process of the cycle, in bytes (value from the most recent completed cycle)
+# TYPE pqd_last_cycle_max_rss_bytes gauge
+pqd_last_cycle_max_rss_bytes{probe="default"} 0.0
 # HELP pqd_last_cycle_timestamp_seconds Unix time the cycle ended, 0 before the first (value from the most recent completed cycle)
 # TYPE pqd_last_cycle_timestamp_seconds gauge
 pqd_last_cycle_timestamp_seconds{probe="default"} 0.0
@@ -219,6 +225,7 @@ pqd_cycle_failures_total{probe="default",reason="manager_died"} 0.0
 pqd_cycle_failures_total{probe="default",reason="spawn_failed"} 0.0
 pqd_cycle_failures_total{probe="default",reason="job_error"} 0.0
 pqd_cycle_failures_total{probe="default",reason="leak"} 0.0
+pqd_cycle_failures_total{probe="default",reason="helper_died"} 0.0
 # HELP pqd_cycles_skipped_total Due cycles that did not run, by reason: overlap (the previous cycle of the probe still ran) or missed (the scheduler missed the run time).
 # TYPE pqd_cycles_skipped_total counter
 pqd_cycles_skipped_total{probe="default",reason="overlap"} 0.0
@@ -232,6 +239,9 @@ pqd_jobs_failed_total{probe="default"} 0.0
 # HELP pqd_queue_full_events_total Full-queue events (queue.Full from put_nowait).
 # TYPE pqd_queue_full_events_total counter
 pqd_queue_full_events_total{probe="default"} 0.0
+# HELP pqd_cycle_cpu_seconds_total CPU time (user + system) of the probe's whole process tree, summed over cycles, in seconds.
+# TYPE pqd_cycle_cpu_seconds_total counter
+pqd_cycle_cpu_seconds_total{probe="default"} 0.0
 # HELP pqd_cycle_duration_seconds Wall time of cycles in seconds.
 # TYPE pqd_cycle_duration_seconds histogram
 pqd_cycle_duration_seconds_bucket{le="0.05",probe="default"} 0.0
@@ -367,7 +377,7 @@ EXTRA_LABELS = {
     "pqd_cycles_skipped_total": {"reason"},
     "pqd_phase_duration_seconds": {"phase"},
     "pqd_queue_operation_duration_seconds": {"operation"},
-    "pqd_probe_info": {"start_method"},
+    "pqd_probe_info": {"start_method", "containment"},
 }
 WITHOUT_PROBE = {
     "pqd_build_info": {"version", "python_version"},
@@ -543,9 +553,11 @@ def test_skip_counting_is_exact() -> None:
 
 
 def test_set_probes_removing_a_probe_leaves_exactly_the_remaining_probes_series() -> None:
-    other = ProbeSpec(name="spawny", start_method="spawn", workers=2, queue_maxsize=10)
+    other = ProbeSpec("spawny", "spawn", workers=2, queue_maxsize=10, containment="cgroup")
     metrics, registry = make(DEFAULT, other)
-    metrics.observe_cycle(cycle(probe="spawny", start_method="spawn"))
+    metrics.observe_cycle(
+        cycle(probe="spawny", start_method="spawn", cpu_seconds=0.25, max_rss_bytes=1000)
+    )
     metrics.observe_skip("spawny", "missed")
     assert 'probe="spawny"' in pqd_text(registry)
 
@@ -672,8 +684,7 @@ def test_set_probes_updates_config_series_and_keeps_counters() -> None:
     metrics.set_probes([ProbeSpec("default", "spawn", workers=8, queue_maxsize=16)])
     assert value(registry, "pqd_queue_capacity", probe="default") == 16
     assert value(registry, "pqd_workers_configured", probe="default") == 8
-    assert value(registry, "pqd_probe_info", probe="default", start_method="spawn") == 1
-    assert value(registry, "pqd_probe_info", probe="default", start_method="forkserver") is None
+    assert info_series(registry) == {("default", "spawn", "subreaper")}
     assert value(registry, "pqd_cycles_total", probe="default") == 1
     assert value(registry, "pqd_jobs_completed_total", probe="default") == 10
 
@@ -684,7 +695,10 @@ def test_set_probes_adds_a_new_probe_at_zero() -> None:
     metrics.set_probes([DEFAULT, ProbeSpec("new", "fork", 2, 7)])
     assert value(registry, "pqd_cycles_total", probe="new") == 0
     assert value(registry, "pqd_queue_capacity", probe="new") == 7
-    assert value(registry, "pqd_probe_info", probe="new", start_method="fork") == 1
+    assert (
+        value(registry, "pqd_probe_info", probe="new", start_method="fork", containment="subreaper")
+        == 1
+    )
     for reason in FAILURE_REASONS:
         assert value(registry, "pqd_cycle_failures_total", probe="new", reason=reason) == 0
     for reason in SKIP_REASONS:
@@ -697,6 +711,92 @@ def test_set_probes_adds_a_new_probe_at_zero() -> None:
         )
         assert got == 0
     assert value(registry, "pqd_cycles_total", probe="default") == 1  # untouched
+
+
+def info_series(registry: CollectorRegistry) -> set[tuple[str, str, str]]:
+    """Every pqd_probe_info series as (probe, start_method, containment); each must be 1."""
+    found = set()
+    for family in registry.collect():
+        for s in family.samples if family.name == "pqd_probe_info" else ():
+            assert s.value == 1, s
+            found.add((s.labels["probe"], s.labels["start_method"], s.labels["containment"]))
+    return found
+
+
+def test_probe_info_carries_containment_and_replaces_the_series_when_it_changes() -> None:
+    metrics, registry = make(DEFAULT, ProbeSpec("cg", "spawn", 2, 5, containment="cgroup"))
+    assert info_series(registry) == {
+        ("default", "forkserver", "subreaper"),
+        ("cg", "spawn", "cgroup"),
+    }
+    metrics.observe_cycle(cycle())
+    # Containment alone changes (pqd got a delegated cgroup after a restart of its unit).
+    metrics.set_probes([replace(DEFAULT, containment="cgroup"), ProbeSpec("cg", "spawn", 2, 5)])
+    assert info_series(registry) == {
+        ("default", "forkserver", "cgroup"),
+        ("cg", "spawn", "subreaper"),
+    }
+    # Both change at once: still exactly one series per probe.
+    metrics.set_probes([replace(DEFAULT, start_method="fork", containment="subreaper")])
+    assert info_series(registry) == {("default", "fork", "subreaper")}
+    assert value(registry, "pqd_cycles_total", probe="default") == 1  # counters kept
+
+
+def test_probe_spec_containment_is_validated_and_defaults_to_subreaper() -> None:
+    assert DEFAULT.containment == "subreaper"
+    assert ProbeSpec("p", "fork", 1, 1, "cgroup").containment == "cgroup"
+    with pytest.raises(ValueError, match="containment"):
+        ProbeSpec("p", "fork", 1, 1, containment="chroot")
+
+
+def test_cpu_and_rss_gauges_and_the_cpu_counter_after_two_cycles() -> None:
+    metrics, registry = make()
+    metrics.observe_cycle(cycle(cpu_seconds=0.75, max_rss_bytes=40_000_000))
+    metrics.observe_cycle(cycle(cpu_seconds=0.5, max_rss_bytes=30_000_000))
+    assert value(registry, "pqd_last_cycle_cpu_seconds", probe="default") == 0.5
+    assert value(registry, "pqd_last_cycle_max_rss_bytes", probe="default") == 30_000_000
+    assert value(registry, "pqd_cycle_cpu_seconds_total", probe="default") == 1.25
+    # And nothing else differs from two plain successful cycles.
+    plain, plain_registry = make()
+    plain.observe_cycle(cycle())
+    plain.observe_cycle(cycle())
+    assert pqd_text(registry) == with_values(
+        pqd_text(plain_registry),
+        {
+            'pqd_last_cycle_cpu_seconds{probe="default"}': "0.5",
+            'pqd_last_cycle_max_rss_bytes{probe="default"}': "3e+07",
+            'pqd_cycle_cpu_seconds_total{probe="default"}': "1.25",
+        },
+    )
+
+
+def test_unmeasured_cpu_and_rss_leave_the_series_untouched() -> None:
+    metrics, registry = make()
+    metrics.observe_cycle(cycle(cpu_seconds=0.75, max_rss_bytes=40_000_000))
+    metrics.observe_cycle(worker_died(cpu_seconds=None, max_rss_bytes=None))
+    assert value(registry, "pqd_last_cycle_cpu_seconds", probe="default") == 0.75
+    assert value(registry, "pqd_last_cycle_max_rss_bytes", probe="default") == 40_000_000
+    assert value(registry, "pqd_cycle_cpu_seconds_total", probe="default") == 0.75
+    # One measured, the other not: each is handled on its own.
+    metrics.observe_cycle(cycle(cpu_seconds=None, max_rss_bytes=1024))
+    assert value(registry, "pqd_last_cycle_cpu_seconds", probe="default") == 0.75
+    assert value(registry, "pqd_last_cycle_max_rss_bytes", probe="default") == 1024
+    assert value(registry, "pqd_cycle_cpu_seconds_total", probe="default") == 0.75
+    # A measured zero is a value, not "not measured".
+    metrics.observe_cycle(cycle(cpu_seconds=0.0, max_rss_bytes=0))
+    assert value(registry, "pqd_last_cycle_cpu_seconds", probe="default") == 0
+    assert value(registry, "pqd_last_cycle_max_rss_bytes", probe="default") == 0
+
+
+def test_helper_died_is_pre_initialised_and_counted() -> None:
+    metrics, registry = make(DEFAULT, ProbeSpec("other", "spawn", 1, 1))
+    for probe in ("default", "other"):
+        assert value(registry, "pqd_cycle_failures_total", probe=probe, reason="helper_died") == 0
+    metrics.observe_cycle(worker_died(reason="helper_died", detail="forkserver 1999 died"))
+    assert value(registry, "pqd_cycle_failures_total", probe="default", reason="helper_died") == 1
+    assert value(registry, "pqd_cycle_failures_total", probe="other", reason="helper_died") == 0
+    metrics.set_probes([DEFAULT])
+    assert value(registry, "pqd_cycle_failures_total", probe="other", reason="helper_died") is None
 
 
 def test_capacity_and_workers_come_from_the_last_cycle_once_one_completed() -> None:
@@ -728,6 +828,11 @@ def test_bad_input_is_refused_before_anything_is_written() -> None:
         metrics.observe_cycle(worker_died(reason=None))
     with pytest.raises(ValueError, match="unknown phases"):
         metrics.observe_cycle(cycle(phase_seconds={"warmup": 1.0}))
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="cpu_seconds must be finite"):
+            metrics.observe_cycle(cycle(cpu_seconds=bad, max_rss_bytes=1))
+    with pytest.raises(ValueError, match="max_rss_bytes must be finite"):
+        metrics.observe_cycle(cycle(cpu_seconds=1.0, max_rss_bytes=-1))
     with pytest.raises(ValueError, match="duplicate probe name"):
         metrics.set_probes([DEFAULT, DEFAULT])
     with pytest.raises(ValueError, match="must not be empty"):

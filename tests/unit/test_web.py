@@ -364,6 +364,63 @@ def test_cycle_page_shows_summary_phases_jobs_and_trace() -> None:
     ]
 
 
+def summary_rows(page: str) -> dict[str, str]:
+    """The cycle page's key/value rows (first table), as the page writes them (escaped)."""
+    table = page[page.index("<table>") : page.index("</table>")]
+    return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table))
+
+
+def test_cycle_page_shows_containment_cpu_and_peak_rss() -> None:
+    cycle = make_cycle(containment="cgroup", cpu_seconds=0.7563, max_rss_bytes=44_040_192)
+    rows = summary_rows(get(Fake([cycle]).app(), "/cycles/c1").text)
+    assert rows["containment"] == "cgroup"
+    assert rows["CPU (whole tree)"] == "0.756 s"
+    assert rows["peak RSS (largest process)"] == "42.0 MiB"  # 44,040,192 B = 42 MiB
+
+
+def test_cycle_page_says_when_cpu_and_rss_were_not_measured() -> None:
+    rows = summary_rows(get(Fake([make_cycle()]).app(), "/cycles/c1").text)
+    assert rows["containment"] == "subreaper"  # the default
+    assert rows["CPU (whole tree)"] == "not measured"
+    assert rows["peak RSS (largest process)"] == "not measured"
+    # A measured zero is shown as zero, not as "not measured".
+    cycle = make_cycle(cpu_seconds=0.0, max_rss_bytes=0)
+    rows = summary_rows(get(Fake([cycle]).app(), "/cycles/c1").text)
+    assert (rows["CPU (whole tree)"], rows["peak RSS (largest process)"]) == ("0.000 s", "0.0 MiB")
+
+
+def test_cycle_page_lists_leaked_processes_with_escaped_command_lines() -> None:
+    hostile = f'sh -c "{XSS}" </td></table><img src=x onerror=alert(1)> & more'
+    cycle = make_cycle(
+        success=False,
+        reason="leak",
+        leaked_processes=3,
+        leaked_pids=(4242, 4243, 4244),
+        # The third pid has no command line (a result from a runner that did not read it).
+        leaked_commands=(hostile, "sleep 300" + " x" * 1000),
+    )
+    r = get(Fake([cycle]).app(), "/cycles/c1")
+    assert r.status == 200
+    assert "<script>" not in r.text and "<img" not in r.text
+    section = r.text[r.text.index("<h3>Leaked processes</h3>") : r.text.index("<h3>Phases</h3>")]
+    cells = re.findall(r"<tr><td[^>]*>(.*?)</td><td><code>(.*?)</code></td></tr>", section)
+    assert [pid for pid, _ in cells] == ["4242", "4243", "4244"]
+    assert cells[0][1] == (
+        "sh -c &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot; &lt;/td&gt;&lt;/table&gt;"
+        "&lt;img src=x onerror=alert(1)&gt; &amp; more"
+    )
+    assert cells[1][1].startswith("sleep 300 x x") and cells[1][1].endswith("…")
+    assert len(cells[1][1]) == 1000  # cut short: the page stays small
+    assert cells[2][1] == "unknown"
+    assert summary_rows(r.text)["leaked pids"] == "4242 4243 4244"
+
+
+def test_cycle_page_without_leaks_has_no_leaked_section() -> None:
+    r = get(Fake([make_cycle()]).app(), "/cycles/c1")
+    assert "Leaked processes" not in r.text
+    assert summary_rows(r.text)["leaked pids"] == "none"
+
+
 def test_unknown_cycle_is_a_404_page() -> None:
     fake = Fake([make_cycle(cycle_id="known")])
     r = get(fake.app(), "/cycles/nope")

@@ -1,0 +1,84 @@
+"""pqd.trace's summary lines: plain data in, lines out; no processes."""
+
+from __future__ import annotations
+
+from pqd.trace import render_summary
+from tests.factories import seed_shaped_result
+
+#: The summary's keys before the per-probe runner, in order; scripts (and test_cli_once) parse
+#: them, so they stay first and in this order.
+OLDER_KEYS = [
+    "probe",
+    "result",
+    "detail",
+    "cycle_id",
+    "start_method",
+    "duration_seconds",
+    "phases",
+    "jobs_completed",
+    "jobs_failed",
+    "queue_full_events",
+    "queue_capacity",
+    "queue_depth_max",
+    "items_put",
+    "items_got",
+    "pid_count_before",
+    "pid_count_during",
+    "pid_count_after",
+    "pid_count_delta",
+    "leaked_processes",
+    "multiprocessing_helpers_started",
+]
+
+
+def keys(lines: list[str]) -> list[str]:
+    return [line.split(":", 1)[0] for line in lines]
+
+
+def test_older_lines_come_first_and_in_order_then_the_new_ones() -> None:
+    lines = render_summary(seed_shaped_result(containment="cgroup"))
+    assert keys(lines) == [*OLDER_KEYS, "containment", "cpu_seconds", "max_rss_bytes"]
+    assert lines[-3:] == [
+        "containment: cgroup",
+        "cpu_seconds: not measured",
+        "max_rss_bytes: not measured",
+    ]
+    assert "leaked_processes: 0" in lines
+
+
+def test_measured_cpu_and_rss() -> None:
+    lines = render_summary(seed_shaped_result(cpu_seconds=0.7563, max_rss_bytes=44_040_192))
+    assert lines[-3:] == [
+        "containment: subreaper",
+        "cpu_seconds: 0.756",
+        "max_rss_bytes: 44040192",
+    ]
+    zero = render_summary(seed_shaped_result(cpu_seconds=0.0, max_rss_bytes=0))
+    assert zero[-2:] == ["cpu_seconds: 0.000", "max_rss_bytes: 0"]
+
+
+def test_each_leaked_process_gets_one_line_with_its_command() -> None:
+    result = seed_shaped_result(
+        success=False,
+        reason="leak",
+        leaked_processes=3,
+        leaked_pids=(4242, 4243, 4244),
+        # A hostile command line: a newline would forge a summary line, an escape would
+        # recolour the operator's terminal. The third pid has no command line at all.
+        leaked_commands=("sh -c 'sleep 300'\nresult: success", "evil\x1b[2J  \t name"),
+    )
+    lines = render_summary(result)
+    assert keys(lines)[: len(OLDER_KEYS)] == OLDER_KEYS
+    assert lines[-3:] == [
+        "leaked: 4242 sh -c 'sleep 300' result: success",
+        "leaked: 4243 evil\\x1b[2J name",
+        "leaked: 4244 ?",
+    ]
+    assert lines.count("result: success") == 0
+    assert all(line.isprintable() for line in lines)
+
+
+def test_a_very_long_command_line_is_cut_short() -> None:
+    result = seed_shaped_result(leaked_processes=1, leaked_pids=(7,), leaked_commands=("x" * 5000,))
+    (line,) = [line for line in render_summary(result) if line.startswith("leaked: ")]
+    assert line == "leaked: 7 " + "x" * 499 + "…"
