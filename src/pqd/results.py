@@ -5,8 +5,10 @@ Nothing here imports multiprocessing, psutil or prometheus_client, so every laye
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 JobKind = Literal["producer", "consumer"]
 
@@ -18,7 +20,11 @@ FAILURE_REASONS: Final = (
     "spawn_failed",
     "job_error",
     "leak",
+    "helper_died",
 )
+
+#: How a probe's process tree is contained (design §1a, ``pqd_probe_info{containment}``).
+CONTAINMENTS: Final = ("cgroup", "subreaper")
 
 #: Phases timed inside a cycle (design §2, ``pqd_phase_duration_seconds{phase}``).
 PHASES: Final = ("pool_start", "jobs", "teardown")
@@ -95,6 +101,11 @@ class CycleResult:
     helpers_started: tuple[HelperProcess, ...]
     phase_seconds: dict[str, float]  # keys from PHASES; a phase never reached is absent
     jobs: tuple[JobReport, ...]
+    # Added with the per-probe runner (design §1a); defaults keep hand-built results short.
+    containment: str = "subreaper"  # one of CONTAINMENTS
+    cpu_seconds: float | None = None  # user + system CPU of the probe's whole tree in the cycle
+    max_rss_bytes: int | None = None  # peak RSS of the largest process of the cycle
+    leaked_commands: tuple[str, ...] = ()  # command line of each of leaked_pids, same order
 
     @property
     def pid_count_delta(self) -> int:
@@ -103,3 +114,26 @@ class CycleResult:
     def operation_seconds(self, operation: Literal["put", "get"]) -> tuple[float, ...]:
         kind = "producer" if operation == "put" else "consumer"
         return tuple(s for job in self.jobs if job.kind == kind for s in job.operation_seconds)
+
+
+def result_to_dict(result: CycleResult) -> dict[str, Any]:
+    """Plain JSON-able data; the runner sends it to pqd, ``pqd once --json`` prints it."""
+    return dataclasses.asdict(result)
+
+
+def job_report_from_dict(data: Mapping[str, Any]) -> JobReport:
+    fields = dict(data)
+    fields["items"] = tuple(fields["items"])
+    fields["operation_seconds"] = tuple(fields["operation_seconds"])
+    return JobReport(**fields)
+
+
+def result_from_dict(data: Mapping[str, Any]) -> CycleResult:
+    """The inverse of result_to_dict. Raises (TypeError, KeyError, ValueError) on other data."""
+    fields = dict(data)
+    fields["jobs"] = tuple(job_report_from_dict(j) for j in fields["jobs"])
+    fields["helpers_started"] = tuple(HelperProcess(**h) for h in fields["helpers_started"])
+    fields["leaked_pids"] = tuple(fields["leaked_pids"])
+    fields["leaked_commands"] = tuple(fields.get("leaked_commands", ()))
+    fields["phase_seconds"] = dict(fields["phase_seconds"])
+    return CycleResult(**fields)
