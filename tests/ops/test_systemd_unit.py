@@ -81,6 +81,8 @@ def test_service_contract() -> None:
         "MemoryDenyWriteExecute": ["yes"],
         "NoNewPrivileges": ["yes"],
         "ProtectSystem": ["strict"],
+        # Design §1a: a child cgroup per probe runner needs a writable delegated subtree.
+        "Delegate": ["yes"],
     }
     for key, value in expected.items():
         assert found.get(key) == value, f"{key}={found.get(key)}, want {value}"
@@ -99,3 +101,13 @@ def test_no_hardening_that_falsifies_metrics() -> None:
     assert found.get("ProcSubset", ["all"])[-1] == "all"
     assert "PrivateNetwork" not in found, "pqd must serve /metrics"
     assert "IPAddressDeny" not in found, "Prometheus scrapes from other hosts"
+
+
+def test_delegated_cgroup_stays_writable() -> None:
+    # ProtectControlGroups=yes (and `strict`) mounts all of /sys/fs/cgroup read-only, the
+    # subtree Delegate=yes hands over included: creating a probe's cgroup fails with EROFS and
+    # every probe silently falls back to subreaper containment (design §1a). `private` (systemd
+    # >= 257) gives the unit a writable cgroup namespace and would do.
+    found = directives(UNIT.read_text(encoding="utf-8"))
+    assert found.get("Delegate", ["no"])[-1] == "yes"
+    assert found.get("ProtectControlGroups", ["no"])[-1] in {"no", "private"}
