@@ -53,6 +53,15 @@ def per_minute(counter: str, by: str = "instance, probe") -> str:
     return f"60 * sum by ({by}) (rate({probe_metric(counter)}[{RATE_INTERVAL}]))"
 
 
+def per_cycle(counter: str) -> str:
+    """A counter's mean increase per cycle over the rate window (the counter's rate over the
+    rate of pqd_cycles_total): a per-cycle figure that does not depend on the schedule."""
+    return (
+        f"sum by (instance, probe) (rate({probe_metric(counter)}[{RATE_INTERVAL}]))\n/\n"
+        f"sum by (instance, probe) (rate({probe_metric('pqd_cycles_total')}[{RATE_INTERVAL}]))"
+    )
+
+
 def quantile(q: float, histogram: str, by: str = "instance, probe") -> str:
     """A quantile from a histogram's buckets over the rate window."""
     return (
@@ -277,7 +286,9 @@ def overview_layout() -> Layout:
                             timeseries(
                                 "Failures per minute by reason",
                                 "Why cycles fail (pqd_cycle_failures_total). timeout, "
-                                "worker_died, manager_died, spawn_failed, job_error, leak.",
+                                "worker_died, manager_died, spawn_failed, job_error, leak, "
+                                "helper_died (the probe's forkserver or resource tracker died "
+                                "or stopped answering).",
                                 [
                                     target(
                                         per_minute(
@@ -392,11 +403,7 @@ def overview_layout() -> Layout:
                                         legend="last cycle " + PROBE_LEGEND,
                                     ),
                                     target(
-                                        "sum by (instance, probe) "
-                                        f"(rate({probe_metric('pqd_queue_full_events_total')}"
-                                        f"[{RATE_INTERVAL}]))\n/\nsum by (instance, probe) "
-                                        f"(rate({probe_metric('pqd_cycles_total')}"
-                                        f"[{RATE_INTERVAL}]))",
+                                        per_cycle("pqd_queue_full_events_total"),
                                         legend="mean per cycle " + PROBE_LEGEND,
                                     ),
                                 ],
@@ -488,7 +495,7 @@ def overview_layout() -> Layout:
             ],
         ),
         (
-            "How long do cycles take?",
+            "How long do cycles take, and what do they cost?",
             [
                 (
                     8,
@@ -536,6 +543,58 @@ def overview_layout() -> Layout:
                         ),
                     ],
                 ),
+                (
+                    8,
+                    [
+                        (
+                            timeseries(
+                                "Cycle cost: CPU per cycle",
+                                "CPU time (user + system) of the probe's whole process tree in "
+                                "a cycle: runner, Manager, pool workers and helpers. The last "
+                                "cycle's, and the mean per cycle over the rate window.",
+                                [
+                                    target(
+                                        probe_metric("pqd_last_cycle_cpu_seconds"),
+                                        legend="last cycle " + PROBE_LEGEND,
+                                    ),
+                                    target(
+                                        per_cycle("pqd_cycle_cpu_seconds_total"),
+                                        legend="mean per cycle " + PROBE_LEGEND,
+                                    ),
+                                ],
+                                unit="s",
+                            ),
+                            8,
+                        ),
+                        (
+                            timeseries(
+                                "Cycle cost: CPU share",
+                                "CPU the probe's process trees use, averaged over time "
+                                "(rate of pqd_cycle_cpu_seconds_total): what probing costs the "
+                                "host. 100% is one core.",
+                                [
+                                    target(
+                                        "sum by (instance, probe) "
+                                        f"(rate({probe_metric('pqd_cycle_cpu_seconds_total')}"
+                                        f"[{RATE_INTERVAL}]))"
+                                    )
+                                ],
+                                unit="percentunit",
+                            ),
+                            8,
+                        ),
+                        (
+                            timeseries(
+                                "Cycle cost: peak RSS",
+                                "Peak resident memory of the largest process of the last cycle "
+                                "(pqd_last_cycle_max_rss_bytes).",
+                                [target(probe_metric("pqd_last_cycle_max_rss_bytes"))],
+                                unit="bytes",
+                            ),
+                            8,
+                        ),
+                    ],
+                ),
             ],
         ),
         (
@@ -547,8 +606,8 @@ def overview_layout() -> Layout:
                         (
                             timeseries(
                                 "CPU",
-                                "CPU time of pqd's main process (its pool workers are separate "
-                                "processes and not included); 100% is one core.",
+                                "CPU time of pqd's main process; 100% is one core. The probes' "
+                                "runners and pools are separate processes: see Cycle cost.",
                                 [
                                     target(
                                         f"rate({instance_metric('process_cpu_seconds_total')}"
@@ -563,7 +622,8 @@ def overview_layout() -> Layout:
                         (
                             timeseries(
                                 "Memory",
-                                "Resident memory of pqd's main process.",
+                                "Resident memory of pqd's main process. The probes' processes "
+                                "are separate: see Cycle cost: peak RSS.",
                                 [
                                     target(
                                         instance_metric("process_resident_memory_bytes"),
@@ -638,7 +698,9 @@ def overview_layout() -> Layout:
                         (
                             table(
                                 "Probes",
-                                "Configured probes and their start methods.",
+                                "Configured probes: start method, and containment: cgroup (each "
+                                "probe's runner in its own child cgroup of pqd's) or subreaper "
+                                "(no writable cgroup; the runner collects its orphans).",
                                 [table_target(probe_metric("pqd_probe_info"))],
                             ),
                             12,

@@ -32,6 +32,8 @@ from ops_support import (
     run,
 )
 
+from pqd.results import FAILURE_REASONS
+
 GRAFANA_GENERATOR = ROOT / "grafana/generate.py"
 KUBERNETES_GENERATOR = KUBERNETES_DIR / "generate.py"
 COMPOSE_FILE = ROOT / "deploy/docker-compose.yml"
@@ -346,8 +348,36 @@ def test_dashboard_answers_the_operator_questions() -> None:
         "pqd_queue_operation_duration_seconds_bucket{",
         "rate(process_cpu_seconds_total{",
         "process_resident_memory_bytes{",
+        # What a cycle costs (design §1a/§2): its process tree's CPU and peak RSS.
+        "pqd_last_cycle_cpu_seconds{",
+        "rate(pqd_cycle_cpu_seconds_total{",
+        "pqd_last_cycle_max_rss_bytes{",
     ):
         assert needed in exprs, f"no panel queries {needed}"
     assert exprs.count("histogram_quantile(") >= 3
     annotations = [a for a in dashboard()["annotations"]["list"] if "expr" in a]
     assert any("pqd_cycle_failures_total" in a["expr"] for a in annotations)
+
+
+def _units(metric: str) -> set[str]:
+    """The units of the panels that query `metric`."""
+    return {
+        p["fieldConfig"]["defaults"].get("unit", "")
+        for p in panels()
+        if any(f"{metric}{{" in t["expr"] for t in p["targets"])
+    }
+
+
+def test_cost_panels_have_units() -> None:
+    # Seconds of CPU per cycle, a share of a core for the rate, bytes for RSS: a bare number
+    # in the wrong unit reads 1000x off.
+    assert _units("pqd_last_cycle_cpu_seconds") == {"s"}
+    assert _units("pqd_last_cycle_max_rss_bytes") == {"bytes"}
+    assert _units("pqd_cycle_cpu_seconds_total") <= {"s", "percentunit"}
+
+
+def test_texts_name_every_failure_reason() -> None:
+    # The failures panel's description spells the reasons out; keep it in step with design §1.
+    (panel,) = [p for p in panels() if p["title"] == "Failures per minute by reason"]
+    for reason in FAILURE_REASONS:
+        assert reason in panel["description"], f"failures panel does not mention {reason}"
