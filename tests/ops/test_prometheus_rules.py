@@ -30,6 +30,8 @@ from ops_support import (
     runbook_anchors,
 )
 
+from pqd.results import FAILURE_REASONS
+
 PROMTOOL_HINT = "apt-get install -y prometheus (Debian's package ships promtool)"
 SEVERITIES = {"critical", "warning", "info"}
 ALERT_NAMES = sorted(alert_rules())
@@ -96,6 +98,14 @@ def test_every_runbook_alert_section_is_an_alert() -> None:
     # A section for a renamed or removed alert would be a dead end for whoever follows a link.
     sections = set(re.findall(r"^## (Pqd\w+)\s*$", RUNBOOK.read_text(), re.MULTILINE))
     assert sections == set(ALERT_NAMES)
+
+
+def test_runbook_explains_every_failure_reason() -> None:
+    # The reason table is where an alert's reader learns what pqd_cycle_failures_total{reason}
+    # means; a reason added to design §1 needs its row.
+    text = RUNBOOK.read_text(encoding="utf-8")
+    for reason in FAILURE_REASONS:
+        assert re.search(rf"^\| `{reason}` \|", text, re.MULTILINE), f"{RUNBOOK}: no {reason} row"
 
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.get("alert") or r["record"])
