@@ -23,6 +23,8 @@ from typing import Final, NoReturn
 
 from apscheduler.triggers.cron import CronTrigger
 
+from pqd.containment import CONTAINMENT_MODES
+
 START_METHODS: Final = ("forkserver", "spawn", "fork")
 LOG_FORMATS: Final = ("logfmt", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -35,6 +37,7 @@ GLOBAL_FIELDS: Final = (
     "history_limit",
     "enable_reload_endpoint",
     "web_config_file",
+    "containment",
 )
 #: Per-probe settings; as overrides they apply to every probe.
 PROBE_FIELDS: Final = (
@@ -68,6 +71,7 @@ _DURATION_FIELDS: Final = ("job_pause", "timeout", "interval")
 _ENUMS: Final[Mapping[str, tuple[str, ...]]] = {
     "start_method": START_METHODS,
     "log_format": LOG_FORMATS,
+    "containment": CONTAINMENT_MODES,
     "log_level": LOG_LEVELS,
 }
 _TRUE: Final = ("true", "1", "yes")
@@ -262,6 +266,9 @@ class Config:
     history_limit: int = 50
     enable_reload_endpoint: bool = False
     web_config_file: str | None = None  # exporter-toolkit web-config YAML; read by the web layer
+    # Where each probe's runner and its processes live (design §1a): "cgroup" needs a writable
+    # delegated cgroup v2 subtree (systemd Delegate=yes); "auto" uses one where there is one.
+    containment: str = "auto"
     probes: tuple[ProbeConfig, ...] = (ProbeConfig(),)
 
 
