@@ -33,7 +33,8 @@ def main() -> int:
     methods = ["fork"] if args.quick else args.start_methods.split(",")
 
     from pqd.config import ProbeConfig
-    from pqd.cycle import become_child_subreaper, run_cycle
+    from pqd.containment import become_child_subreaper
+from pqd.cycle import run_cycle
 
     become_child_subreaper()  # as pqd run does
     print(c.machine_line())

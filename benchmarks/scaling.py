@@ -60,7 +60,8 @@ def main() -> int:
         plot_path = c.ROOT / "docs" / "benchmarks-scaling.png"
 
     from pqd.config import ProbeConfig
-    from pqd.cycle import become_child_subreaper, run_cycle
+    from pqd.containment import become_child_subreaper
+from pqd.cycle import run_cycle
 
     become_child_subreaper()
     print(c.machine_line())

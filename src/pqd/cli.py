@@ -29,6 +29,7 @@ OVERRIDE_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--log-level", "log_level", "debug, info, warning or error"),
     ("--history-limit", "history_limit", "cycles kept per probe for the web pages"),
     ("--web-config-file", "web_config_file", "exporter-toolkit web config (TLS, basic auth)"),
+    ("--containment", "containment", "auto, cgroup or subreaper: where probe processes live"),
     ("--start-method", "start_method", "forkserver, spawn or fork (every probe)"),
     ("--workers", "workers", "pool size (every probe)"),
     ("--queue-maxsize", "queue_maxsize", "queue capacity (every probe)"),
@@ -126,7 +127,9 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 
 def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from pqd.cycle import become_child_subreaper, run_cycle
+    from pqd import containment
+    from pqd.config import ConfigError
+    from pqd.supervisor import Runners
     from pqd.trace import render_summary, render_trace
 
     loaded = load(args, environ)
@@ -136,16 +139,24 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if unknown:
             raise UsageError(f"--probe={unknown[0]!r}: no such probe in the config")
         probes = [p for p in probes if p.name in args.probe]
-    become_child_subreaper()
+    try:
+        runners = Runners(containment.choose(loaded.containment))
+    except containment.ContainmentError as exc:
+        raise ConfigError("containment", loaded.containment, str(exc)) from None
+    # Orphans of a runner killed mid-cycle come back to us, to be reaped and not left to init.
+    containment.become_child_subreaper()
     results = []
-    for probe in probes:
-        result = run_cycle(probe)
-        results.append(result)
-        if not args.json:
-            print("\n".join(render_trace(result)))
-            print()
-            print("\n".join(render_summary(result)))
-            print(flush=True)
+    try:
+        for probe in probes:
+            result = runners.run_cycle(probe)
+            results.append(result)
+            if not args.json:
+                print("\n".join(render_trace(result)))
+                print()
+                print("\n".join(render_summary(result)))
+                print(flush=True)
+    finally:
+        runners.close()
     if args.json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
     if args.textfile:

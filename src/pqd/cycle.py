@@ -2,7 +2,8 @@
 
 ``run_cycle(probe)`` returns a ``CycleResult`` and never raises for anything the probe can
 observe. It never touches Prometheus either; the daemon's metrics writer turns results into
-series.
+series. It runs in a probe's runner (pqd.runner), which owns the whole process tree below it:
+every descendant of the calling process is the cycle's, except multiprocessing's helpers.
 
 The standard library misbehaves in ways that shape this module (design §5):
 
@@ -17,7 +18,6 @@ The standard library misbehaves in ways that shape this module (design §5):
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.managers
@@ -34,9 +34,10 @@ from typing import Any, Protocol, TypeVar
 
 import psutil
 
-from pqd import workers
+from pqd import containment, workers
 from pqd.config import ProbeConfig
-from pqd.results import CycleResult, HelperProcess, JobKind, JobReport, LiveSample
+from pqd.containment import ProbeCgroup
+from pqd.results import CycleResult, HelperProcess, JobKind, JobReport
 
 T = TypeVar("T")
 
@@ -50,14 +51,13 @@ REAP_SECONDS = 3.0
 #: process is counted as leaked.
 SETTLE_SECONDS = 2.0
 
-_PR_SET_CHILD_SUBREAPER = 36
-
 #: Imported once by the forkserver instead of by every worker and Manager it forks (each of
 #: these cost a forked child 1-30 ms; benchmarks/cycle_cost.py): the jobs; what unpickling a
 #: pool worker, the Manager and its queue proxies imports (the proxies pull in hashlib and
 #: OpenSSL through multiprocessing.shared_memory); and, because CPython before 3.13 re-runs
-#: __main__ in every forkserver child (gh-126631), runpy's pkgutil and what the `pqd` console
-#: script imports.
+#: __main__ in every forkserver child (gh-126631), runpy's pkgutil and what the runner's main
+#: module imports. Not the runner module itself: runpy warns when the module it is asked to run
+#: as __mp_main__ is already imported.
 FORKSERVER_PRELOAD = (
     "pqd.workers",
     "multiprocessing.pool",
@@ -66,7 +66,9 @@ FORKSERVER_PRELOAD = (
     "multiprocessing.synchronize",
     "multiprocessing.popen_forkserver",
     "pkgutil",
-    "pqd.cli",
+    "argparse",
+    "json",
+    "pqd.containment",
 )
 
 
@@ -87,18 +89,29 @@ class Cancelled(Exception):
 
 
 class CycleObserver(Protocol):
-    """Told what happens while a cycle runs; the daemon feeds live gauges from it."""
+    """Told what happens while a cycle runs; the runner streams it to pqd as it happens, so pqd
+    knows how far a cycle got when it has to kill it."""
+
+    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None: ...
 
     def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None: ...
 
-    def job_finished(self, sample: LiveSample) -> None: ...
+    def job_finished(self, report: JobReport) -> None: ...
+
+    def failing(self, reason: str, detail: str) -> None: ...
 
 
 class _NoObserver:
+    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
+        pass
+
     def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
         pass
 
-    def job_finished(self, sample: LiveSample) -> None:
+    def job_finished(self, report: JobReport) -> None:
+        pass
+
+    def failing(self, reason: str, detail: str) -> None:
         pass
 
 
@@ -108,16 +121,6 @@ class JobFunctions:
 
     producer: workers.Job = workers.producer_job
     consumer: workers.Job = workers.consumer_job
-
-
-def become_child_subreaper() -> bool:
-    """Make orphans of a cycle (a worker's own children) re-parent to us, so they can be counted
-    as leaks and killed instead of vanishing under init. Linux only; False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 class _BlockingCaller:
@@ -211,8 +214,8 @@ def _known_helper_pids() -> dict[int, str]:
 
 
 def _is_gone(proc: psutil.Process, own_pid: int) -> bool:
-    """True if the process has exited. A zombie whose parent is not pqd counts as gone: its
-    parent (the forkserver) reaps it; pqd's own zombies are reaped by the caller."""
+    """True if the process has exited. A zombie whose parent is not us counts as gone: its
+    parent (the forkserver) reaps it; our own zombies are reaped by the caller."""
     try:
         if proc.status() != psutil.STATUS_ZOMBIE:
             return False
@@ -237,13 +240,16 @@ class _Cycle:
         jobs: JobFunctions,
         observer: CycleObserver,
         cancel: threading.Event | None,
+        cycle_id: str,
+        cgroup: ProbeCgroup | None,
     ) -> None:
         self.probe = probe
+        self.cgroup = cgroup
         self.cancel = cancel
         self.jobs = jobs
         self.observer = observer
         self.own_pid = os.getpid()
-        self.cycle_id = uuid.uuid4().hex[:12]
+        self.cycle_id = cycle_id
         self.ctx = multiprocessing.get_context(probe.start_method)
         if isinstance(self.ctx, multiprocessing.context.ForkServerContext):
             # Forked workers then start with these imported, and nothing of pqd's own
@@ -261,6 +267,30 @@ class _Cycle:
         self.depth_max = 0
         self.phase_seconds: dict[str, float] = {}
         self.owned: dict[int, psutil.Process] = {}
+        self.helpers: dict[int, str] = {}  # every helper seen alive during the cycle
+        self.peak_rss = 0
+
+    # -- helpers (forkserver, resource tracker) -----
+
+    def note_helpers(self) -> dict[int, str]:
+        """Remember the helpers alive now: one that dies later in the cycle is a finding."""
+        for pid, role in _known_helper_pids().items():
+            if pid not in self.helpers and not containment.is_gone(pid):
+                self.helpers[pid] = role
+        return dict(self.helpers)
+
+    def helper_problem(self) -> str | None:
+        """Why a helper the cycle relies on is not serving: gone, or stopped (SIGSTOP/ptrace).
+
+        Checked before blaming the Manager or a worker: a dead forkserver makes multiprocessing
+        report exit code 255 for every process it forked, alive or not."""
+        for pid, role in self.helpers.items():
+            status = containment.state(pid)
+            if status in (None, "Z", "X"):
+                return f"{role} pid {pid} died"
+            if status in ("T", "t"):
+                return f"{role} pid {pid} is stopped (state {status})"
+        return None
 
     # -- deadlines -----
 
@@ -271,6 +301,9 @@ class _Cycle:
         try:
             return self.caller.call(func, self.remaining(deadline), what, self.cancel)
         except (TimeoutError, Cancelled) as exc:
+            problem = self.helper_problem()
+            if problem is not None:
+                raise CycleFailure("helper_died", f"{what}: {problem}") from None
             raise CycleFailure("timeout", str(exc)) from None
         except CycleFailure:
             raise
@@ -291,6 +324,9 @@ class _Cycle:
     def check_alive(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise CycleFailure("timeout", CANCELLED)
+        problem = self.helper_problem()
+        if problem is not None:
+            raise CycleFailure("helper_died", problem)
         if self.manager_process is not None and not self.manager_alive():
             raise CycleFailure(
                 "manager_died",
@@ -336,6 +372,7 @@ class _Cycle:
         )
         # The pool replaces dead workers behind our back; keep the originals so a death is seen.
         self.pool_processes = list(getattr(self.pool, "_pool", []))
+        self.note_helpers()
         self.observer.processes_started(
             self.manager_process.pid, tuple(p.pid for p in self.pool_processes)
         )
@@ -367,28 +404,25 @@ class _Cycle:
         depth = self.call(self.probe_queue.qsize, deadline, "sampling queue depth", "manager_died")
         self.depth_max = max(self.depth_max, depth)
         live = self.workers_live()
-        self.observer.job_finished(
-            LiveSample(probe=self.probe.name, queue_depth=depth, workers_live=live)
+        report = JobReport(
+            kind=kind,
+            round=round_no,
+            pid=int(outcome["pid"]),
+            process_name=str(outcome["process_name"]),
+            is_alive=bool(outcome["is_alive"]),
+            parent_pid=int(outcome["parent_pid"]),
+            host_pid_count=int(outcome["host_pid_count"]),
+            started_at=float(outcome["started_at"]),
+            items=tuple(outcome["items"]),
+            full_events=int(outcome["full_events"]),
+            operation_seconds=tuple(outcome["operation_seconds"]),
+            error=None,
+            job_counter=self.job_counter,
+            queue_depth_after=depth,
+            workers_live_after=live,
         )
-        self.reports.append(
-            JobReport(
-                kind=kind,
-                round=round_no,
-                pid=int(outcome["pid"]),
-                process_name=str(outcome["process_name"]),
-                is_alive=bool(outcome["is_alive"]),
-                parent_pid=int(outcome["parent_pid"]),
-                host_pid_count=int(outcome["host_pid_count"]),
-                started_at=float(outcome["started_at"]),
-                items=tuple(outcome["items"]),
-                full_events=int(outcome["full_events"]),
-                operation_seconds=tuple(outcome["operation_seconds"]),
-                error=None,
-                job_counter=self.job_counter,
-                queue_depth_after=depth,
-                workers_live_after=live,
-            )
-        )
+        self.reports.append(report)
+        self.observer.job_finished(report)
 
     def wait_for_job(
         self, kind: JobKind, job: workers.Job, round_no: int, deadline: float
@@ -403,6 +437,9 @@ class _Cycle:
             self.check_alive()
             left = self.remaining(deadline)
             if left <= 0:
+                problem = self.helper_problem()
+                if problem is not None:
+                    raise CycleFailure("helper_died", problem)
                 raise CycleFailure(
                     "timeout", f"{kind} job of round {round_no} unfinished after {probe.timeout}s"
                 )
@@ -452,37 +489,24 @@ class _Cycle:
     # -- ownership -----
 
     def claim(self) -> None:
-        """Remember the cycle's processes and everything they have started so far.
+        """Remember every process of the probe's tree so far, except the helpers.
 
-        Several probes' cycles can run at once in one daemon, so "pqd's new descendants" is not
-        "this cycle's processes": ownership is followed from the Manager and the pool workers
-        (replacements included) down. Called before teardown, so a child a job left behind is
-        claimed while its worker still lives, before it is re-parented to pqd.
+        The runner owns its whole tree (design §1a): its cgroup's members, or everything below
+        it, which as a child subreaper includes double-forked and setsid() orphans. Called before
+        teardown too, to take each process's peak RSS while it still exists.
         """
-        roots = [*self.pool_processes, *getattr(self.pool, "_pool", []), self.manager_process]
-        for process in roots:
-            pid = getattr(process, "pid", None)
-            if pid is None or pid in self.owned:
+        helpers = set(_known_helper_pids()) | set(self.helpers)
+        if self.cgroup is not None:
+            pids = [p for p in self.cgroup.pids() if p != self.own_pid]
+        else:
+            pids = containment.descendants(self.own_pid)
+        for pid in pids:
+            if pid in helpers or pid in self.owned:
                 continue
             with contextlib.suppress(psutil.Error):
                 self.owned[pid] = psutil.Process(pid)
-        # One scan of /proc for the whole tree: psutil's children() reads the stat file of every
-        # process on the host, and once per owned process that made a cycle's cost grow with
-        # pool size x host process count (benchmarks/scaling.py).
-        if not self.owned:
-            return
-        by_parent: dict[int, list[int]] = {}
-        for pid, ppid in _parent_pids().items():
-            by_parent.setdefault(ppid, []).append(pid)
-        # Only from owned processes still running: is_running() also sees a reused pid.
-        stack = [pid for pid, proc in self.owned.items() if proc.is_running()]
-        while stack:
-            for pid in by_parent.get(stack.pop(), ()):
-                if pid in self.owned:
-                    continue
-                with contextlib.suppress(psutil.Error, OSError):
-                    self.owned[pid] = psutil.Process(pid)
-                    stack.append(pid)
+        for pid in [self.own_pid, *helpers, *self.owned]:
+            self.peak_rss = max(self.peak_rss, containment.peak_rss_bytes(pid) or 0)
 
     def owned_alive(self) -> list[psutil.Process]:
         alive = []
@@ -570,35 +594,13 @@ class _Cycle:
                 return
             time.sleep(0.01)
 
-    def find_leaks(self) -> list[int]:
-        """Processes the cycle started that are still there after a clean teardown."""
+    def find_leaks(self) -> list[psutil.Process]:
+        """Processes of the tree still there after a clean teardown, helpers aside."""
         self.reap(time.monotonic() + SETTLE_SECONDS)
-        return sorted(p.pid for p in self.owned_alive())
-
-
-def _parent_pids() -> dict[int, int]:
-    """pid -> parent pid of every process on the host, from one pass over /proc/*/stat.
-
-    Half the cost of psutil's children(recursive=True) (1.6 vs 3.9 ms for 82 processes on the
-    dev box), which also builds a Process object, with one more read, for each descendant.
-    """
-    parents: dict[int, int] = {}
-    try:
-        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
-    except OSError:  # e.g. out of file descriptors
-        return parents
-    for name in entries:
-        try:
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
-            try:
-                data = os.read(fd, 1024)
-            finally:
-                os.close(fd)
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            parents[int(name)] = int(data[data.rfind(b")") + 2 :].split(maxsplit=2)[1])
-        except (OSError, ValueError, IndexError):  # gone, or unreadable
-            continue
-    return parents
+        # Orphans that re-parented to us after the last look (a double fork's grandchild).
+        self.claim()
+        reap_zombie_orphans()
+        return sorted(self.owned_alive(), key=lambda p: p.pid)
 
 
 def _child_exited() -> bool:
@@ -643,24 +645,46 @@ def reap_zombie_orphans() -> int:
     return reaped
 
 
+def _tree_cpu_seconds(own_pid: int, helpers: dict[int, str], cgroup: ProbeCgroup | None) -> float:
+    """CPU used so far by the tree's long-lived part: the runner (with every child it reaped)
+    and its helpers (with the workers and Managers the forkserver reaped). Differences of this
+    are a cycle's CPU; a cgroup's own counter is used where there is one."""
+    if cgroup is not None:
+        usage = cgroup.cpu_seconds()
+        if usage is not None:
+            return usage
+    return sum(containment.cpu_seconds(pid) or 0.0 for pid in [own_pid, *helpers])
+
+
 def run_cycle(
     probe: ProbeConfig,
     *,
     jobs: JobFunctions | None = None,
     observer: CycleObserver | None = None,
     cancel: threading.Event | None = None,
+    cycle_id: str | None = None,
+    cgroup: ProbeCgroup | None = None,
 ) -> CycleResult:
     """Run one cycle of ``probe`` and report what it saw. Never raises for probe failures and
     leaves no process of its own behind, whatever happened.
 
-    Setting ``cancel`` ends the cycle early as a failure with detail ``CANCELLED`` (the daemon
-    does so when it stops; such a result is not exported)."""
-    cycle = _Cycle(probe, jobs or JobFunctions(), observer or _NoObserver(), cancel)
+    ``cgroup`` is the probe's group when the runner lives in one (its members are the tree).
+    Setting ``cancel`` ends the cycle early as a failure with detail ``CANCELLED``."""
+    cycle = _Cycle(
+        probe,
+        jobs or JobFunctions(),
+        observer or _NoObserver(),
+        cancel,
+        cycle_id or uuid.uuid4().hex[:12],
+        cgroup,
+    )
     started_at = time.time()
     t0 = time.monotonic()
     deadline = t0 + probe.timeout
     helpers_before = _known_helper_pids()
+    cpu_before = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup)
     pid_count_before = _host_pid_count()
+    cycle.observer.begun(pid_count_before, dict(cycle.helpers))
     pid_count_during = -1
     failure: CycleFailure | None = None
     phase = "pool_start"
@@ -682,27 +706,39 @@ def run_cycle(
         failure = CycleFailure(
             "spawn_failed" if phase == "pool_start" else "job_error", f"{type(exc).__name__}: {exc}"
         )
+    leaked: list[psutil.Process] = []
     if failure is not None:
+        cycle.observer.failing(failure.reason, failure.detail)
         if phase not in cycle.phase_seconds:
             cycle.phase_seconds[phase] = time.monotonic() - phase_t0
         teardown_t0 = time.monotonic()
+        cycle.claim()
         cycle.kill_everything()
-        if phase == "pool_start":
+        if phase == "pool_start" or failure.reason == "helper_died":
             cycle.retire_forkserver()
         cycle.phase_seconds["teardown"] = cycle.phase_seconds.get("teardown", 0.0) + (
             time.monotonic() - teardown_t0
         )
-        leaked: list[int] = []
     else:
         leaked = cycle.find_leaks()
         cycle.phase_seconds["teardown"] = time.monotonic() - phase_t0
+        problem = cycle.helper_problem()
         if leaked:
             failure = CycleFailure(
-                "leak", f"{len(leaked)} process(es) left behind: {', '.join(map(str, leaked))}"
+                "leak",
+                f"{len(leaked)} process(es) left behind: {', '.join(str(p.pid) for p in leaked)}",
             )
-            cycle.kill_everything()
+        elif problem is not None:
+            failure = CycleFailure("helper_died", problem)
+        if failure is not None:
+            cycle.observer.failing(failure.reason, failure.detail)
+        leaked_commands = [containment.cmdline(p.pid) for p in leaked]
+        cycle.kill_everything()
+        if problem is not None:
+            cycle.retire_forkserver()
     cycle.caller.close(REAP_SECONDS)
     pid_count_after = _host_pid_count()
+    cpu_seconds = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup) - cpu_before
     ended_at = time.time()
     reports = tuple(cycle.reports)
     return CycleResult(
@@ -731,7 +767,8 @@ def run_cycle(
         host_pid_count_during=pid_count_during,
         host_pid_count_after=pid_count_after,
         leaked_processes=len(leaked),
-        leaked_pids=tuple(leaked),
+        leaked_pids=tuple(p.pid for p in leaked),
+        leaked_commands=tuple(leaked_commands) if leaked else (),
         helpers_started=tuple(
             HelperProcess(pid=pid, role=role)
             for pid, role in sorted(_known_helper_pids().items())
@@ -739,4 +776,7 @@ def run_cycle(
         ),
         phase_seconds=dict(cycle.phase_seconds),
         jobs=reports,
+        containment="subreaper" if cgroup is None else "cgroup",
+        cpu_seconds=max(cpu_seconds, 0.0),
+        max_rss_bytes=cycle.peak_rss or None,
     )

@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from pqd.config import ProbeConfig
-from pqd.cycle import become_child_subreaper, run_cycle
+from pqd.containment import become_child_subreaper
+from pqd.cycle import run_cycle
 from pqd.results import CycleResult
 from pqd.trace import render_trace
 
@@ -97,29 +98,3 @@ def test_trace_has_the_seed_line_shapes() -> None:
     assert len(worker_lines) == 10
     assert lines[0].split()[3:] == ["MainProcess", str(result.host_pid_count_before)]
     assert "('pid', " in lines[5 + 3]  # first producer: header, parent, 3 puts, 2 fulls
-
-
-def test_concurrent_cycles_do_not_claim_each_others_processes() -> None:
-    """A daemon runs probes side by side; one cycle's teardown must not count (or kill) the
-    processes of another that is still running."""
-    results: dict[str, object] = {}
-
-    def run(start_method: str, pause: float) -> None:
-        results[start_method] = run_cycle(
-            ProbeConfig(name=start_method, start_method=start_method, job_pause=pause)
-        )
-
-    threads = [
-        threading.Thread(target=run, args=(method, pause))
-        for method, pause in (("forkserver", 0.1), ("spawn", 0.0), ("fork", 0.05))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-
-    assert sorted(results) == sorted(START_METHODS)
-    for result in results.values():
-        assert isinstance(result, CycleResult)
-        assert result.success, result.detail
-        assert result.leaked_processes == 0

@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from pqd.config import ProbeConfig
-from pqd.cycle import JobFunctions, become_child_subreaper, run_cycle
-from pqd.results import CycleResult, LiveSample
+from pqd.containment import become_child_subreaper
+from pqd.cycle import JobFunctions, run_cycle
+from pqd.results import CycleResult, JobReport
 from tests.integration import fault_jobs
 
 START_METHODS = ["forkserver", "spawn", "fork"]
@@ -45,7 +46,13 @@ class Recorder:
         self.worker_pids = worker_pids
         self.started.set()
 
-    def job_finished(self, sample: LiveSample) -> None:
+    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
+        pass
+
+    def job_finished(self, report: JobReport) -> None:
+        pass
+
+    def failing(self, reason: str, detail: str) -> None:
         pass
 
 

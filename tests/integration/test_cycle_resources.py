@@ -8,7 +8,8 @@ import psutil
 import pytest
 
 from pqd.config import ProbeConfig
-from pqd.cycle import become_child_subreaper, run_cycle
+from pqd.containment import become_child_subreaper
+from pqd.cycle import run_cycle
 
 CYCLES = 200
 
