@@ -122,11 +122,11 @@ class Runners:
         cgroup_parent: str | None,
         *,
         python: str = sys.executable,
-        runner_module: str = RUNNER_MODULE,
+        runner_module: str | None = None,
     ) -> None:
         self.cgroup_parent = cgroup_parent
         self._python = python
-        self._module = runner_module
+        self._module = runner_module or RUNNER_MODULE
         self._lock = threading.Lock()
         self._runners: dict[str, _Runner] = {}  # idle runners, by probe
         self._pids: set[int] = set()  # every runner not yet reaped, idle or busy
@@ -216,6 +216,7 @@ class Runners:
         """SIGKILL the runner's whole tree; wait for it briefly; return what is still there."""
         tree = self._tree(runner)
         containment.kill_tree(runner.pid, runner.group, include_root=True)
+        containment.kill_pids(tree)
         left = containment.wait_gone(tree, KILL_SECONDS)
         with contextlib.suppress(subprocess.TimeoutExpired):
             runner.proc.wait(KILL_SECONDS)
@@ -246,7 +247,17 @@ class Runners:
     def _tree(self, runner: _Runner) -> list[int]:
         if runner.group is not None:
             return runner.group.pids()
-        return [runner.pid, *containment.descendants(runner.pid)]
+        return [runner.pid, *containment.descendants(runner.pid), *self._orphans()]
+
+    def _orphans(self) -> list[int]:
+        """pqd's children that are not runners, and their trees: what a runner that died first
+        left behind (pqd is a subreaper too, so they re-parent here and not to init)."""
+        runners, own = self.runner_pids(), os.getpid()
+        found = []
+        for pid, ppid in containment.parent_pids().items():
+            if ppid == own and pid not in runners and containment.state(pid) != "Z":
+                found += [pid, *containment.descendants(pid)]
+        return found
 
     # -- one cycle -----
 
@@ -318,14 +329,25 @@ class Runners:
             wait = min(until - now, 0.05) if cancel is not None else until - now
             events_ready, exited = runner.wait_readable(wait)
             if events_ready:
-                for line in _read_lines(runner):
+                try:
+                    lines = _read_lines(runner)
+                except EOFError:
+                    return _runner_died(runner)
+                for line in lines:
                     _apply(progress, json.loads(line), observer)
                     if progress.result is not None:
                         return None
             elif exited:
-                code = runner.proc.wait()
-                how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
-                return ("helper_died", f"runner pid {runner.pid} {how}")
+                return _runner_died(runner)
+
+
+def _runner_died(runner: _Runner) -> tuple[str, str]:
+    try:
+        code = runner.proc.wait(KILL_SECONDS)
+    except subprocess.TimeoutExpired:
+        return ("helper_died", f"runner pid {runner.pid} closed its event pipe")
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    return ("helper_died", f"runner pid {runner.pid} {how}")
 
 
 def _pidfd(pid: int) -> int | None:
@@ -347,7 +369,7 @@ def _send(runner: _Runner, probe: ProbeConfig, cycle_id: str) -> None:
 def _read_lines(runner: _Runner) -> list[str]:
     data = os.read(runner.events, 1 << 20)
     if not data:
-        raise OSError("the runner closed its event pipe")
+        raise EOFError("the runner closed its event pipe")
     runner.pending += data
     if len(runner.pending) > MAX_EVENT_BYTES:
         raise ValueError(f"the runner sent more than {MAX_EVENT_BYTES} bytes in one event")
@@ -365,7 +387,10 @@ def _wait_line(runner: _Runner, deadline: float) -> dict[str, Any] | None:
             raise TimeoutError(f"runner pid {runner.pid} not ready in time")
         events_ready, exited = runner.wait_readable(left)
         if events_ready:
-            lines = _read_lines(runner)
+            try:
+                lines = _read_lines(runner)
+            except EOFError:
+                return None
             if lines:
                 return dict(json.loads(lines[0]))
         elif exited:

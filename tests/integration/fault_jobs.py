@@ -55,24 +55,52 @@ def raising_producer(
 
 
 TRIGGER_ENV = "PQDTEST_LEAK_TRIGGER"
+#: What the leaked children run: `sleep <this>`, a value no other process on the host has.
+SLEEP_ENV = "PQDTEST_SLEEP"
 
 
-def forking_on_trigger_producer(
+def _exec_sleep() -> None:
+    try:
+        os.execv("/bin/sleep", ["sleep", os.environ.get(SLEEP_ENV, "300")])
+    finally:
+        os._exit(127)
+
+
+def _plain_child() -> None:
+    """A child of the worker that outlives the job."""
+    if os.fork() == 0:
+        _exec_sleep()
+
+
+def _setsid_grandchild() -> None:
+    """The daemon recipe: fork, setsid(), fork again, the middle one exits. The grandchild has
+    no parent left but the nearest subreaper, and a session of its own."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            _exec_sleep()
+        os._exit(0)
+    os.waitpid(middle, 0)
+
+
+def spawning_on_trigger_producer(
     q: workers.ProbeQueue, round_no: int, items: int, pause: float
 ) -> workers.JobOutcome:
-    """Leaves a grandchild behind once each time the trigger file appears (and consumes it)."""
+    """Each time the test writes "plain N" or "setsid N" to the trigger file, the next producer
+    leaves N processes of that kind behind (it claims the file by renaming it)."""
     trigger = os.environ.get(TRIGGER_ENV)
     if trigger:
+        claimed = f"{trigger}.{os.getpid()}"
         try:
-            os.unlink(trigger)
+            os.rename(trigger, claimed)
         except FileNotFoundError:
             pass
         else:
-            if os.fork() == 0:
-                try:
-                    os.execv("/bin/sleep", ["sleep", "300"])
-                finally:
-                    os._exit(127)
+            kind, _, count = Path(claimed).read_text().partition(" ")
+            os.unlink(claimed)
+            for _ in range(int(count or 1)):
+                _setsid_grandchild() if kind == "setsid" else _plain_child()
     return workers.producer_job(q, round_no, items, pause)
 
 
@@ -80,9 +108,6 @@ def forking_producer(
     q: workers.ProbeQueue, round_no: int, items: int, pause: float
 ) -> workers.JobOutcome:
     """Leaves a grandchild behind that outlives the job (a leak, as a careless job would)."""
-    if round_no == 1 and os.fork() == 0:
-        try:
-            os.execv("/bin/sleep", ["sleep", "300"])
-        finally:
-            os._exit(127)
+    if round_no == 1:
+        _plain_child()
     return workers.producer_job(q, round_no, items, pause)

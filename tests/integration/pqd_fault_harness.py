@@ -1,6 +1,6 @@
-"""Runs `pqd` with its producer job replaced by tests.integration.fault_jobs'
-forking_on_trigger_producer: a job that leaves a grandchild behind whenever the test drops a
-trigger file. A test harness only; pqd itself has no such switch."""
+"""Runs `pqd` with its runners started as tests.integration.fault_runner, whose producer job is
+the one named by $PQDTEST_PRODUCER (from tests.integration.fault_jobs). A test harness only; pqd
+itself has no such switch."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import sys
 
 
 def main() -> int:
-    import functools
-
-    import pqd.cycle
+    import pqd.supervisor
     from pqd.cli import main as pqd_main
-    from tests.integration import fault_jobs
 
-    pqd.cycle.JobFunctions = functools.partial(  # type: ignore[misc]
-        pqd.cycle.JobFunctions, producer=fault_jobs.forking_on_trigger_producer
-    )
+    pqd.supervisor.RUNNER_MODULE = "tests.integration.fault_runner"
     return pqd_main()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import psutil
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from pqd.config import ProbeConfig
 from pqd.containment import become_child_subreaper
 from pqd.cycle import run_cycle
-from pqd.results import CycleResult
 from pqd.trace import render_trace
 
 START_METHODS = ["forkserver", "spawn", "fork"]
