@@ -20,7 +20,7 @@ def main() -> int:
     from pqd import __version__
     from pqd.config import ProbeConfig
     from pqd.containment import become_child_subreaper
-from pqd.cycle import run_cycle
+    from pqd.cycle import run_cycle
     from pqd.metrics import PqdMetrics, ProbeSpec
 
     parser = argparse.ArgumentParser()

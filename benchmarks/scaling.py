@@ -61,7 +61,7 @@ def main() -> int:
 
     from pqd.config import ProbeConfig
     from pqd.containment import become_child_subreaper
-from pqd.cycle import run_cycle
+    from pqd.cycle import run_cycle
 
     become_child_subreaper()
     print(c.machine_line())
