@@ -12,6 +12,11 @@ the same two numbers for every descendant still alive (the forkserver, the resou
 plain ``getrusage(RUSAGE_CHILDREN)`` is not enough: pool workers started by the forkserver are
 the forkserver's children, so their time only reaches pqd when the forkserver itself exits and
 is reaped, which in a daemon is never.
+
+A `pqd run` daemon's tree (design §1a): pqd -> one runner per probe (``python -m pqd.runner``)
+-> under forkserver, that runner's forkserver and resource tracker (and, during a cycle, the
+Manager and the pool workers below the forkserver). Nothing here assumes any of them is pqd's
+direct child except the runners: descendants are always walked recursively.
 """
 
 from __future__ import annotations
@@ -170,6 +175,18 @@ def process_tree_cpu(pid: int) -> float:
     return t.user + t.system + t.children_user + t.children_system + _descendants_cpu(pid)
 
 
+def own_cpu_by_pid(pid: int) -> dict[int, float]:
+    """``pid`` and each live descendant: its own user+system seconds (not its children's)."""
+    import psutil
+
+    found = {}
+    for proc, _ in tree_roles(pid):
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            found[proc.pid] = t.user + t.system
+    return found
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
     """(RSS of ``pid``, RSS of its live descendants) in bytes."""
     import psutil
@@ -181,6 +198,108 @@ def tree_rss(pid: int) -> tuple[int, int]:
         with contextlib.suppress(psutil.Error):
             rest += child.memory_info().rss
     return own, rest
+
+
+# -- who is who in a pqd tree, and how much memory each holds ----------------------------------
+
+MIB = 1024 * 1024
+RUNNER_MARK = "pqd.runner"
+_FORKSERVER_MARK = "multiprocessing.forkserver"
+_TRACKER_MARK = "multiprocessing.resource_tracker"
+
+
+@dataclass(frozen=True)
+class ProcMemory:
+    """One process of a pqd tree: role, and memory in bytes (psutil ``memory_full_info``, i.e.
+    ``/proc/PID/smaps_rollup``: USS = private pages, PSS = private + a share of shared pages)."""
+
+    pid: int
+    ppid: int
+    role: str
+    rss: int
+    uss: int
+    pss: int
+
+
+def _cmdline(proc: Any) -> str:
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def tree_roles(pid: int) -> list[tuple[Any, str]]:
+    """``pid`` (role "pqd") and its live descendants as (psutil.Process, role), parents first.
+
+    Roles: "runner" (a child of ``pid`` whose command line has ``pqd.runner``), "forkserver",
+    "resource tracker", "forkserver child" (a Manager or pool worker the forkserver forked: same
+    command line as the forkserver), "other". By command line and parent, as pqd itself does."""
+    import psutil
+
+    root = psutil.Process(pid)
+    parent_of: dict[int, int] = {}
+    procs = {}
+    for child in root.children(recursive=True):  # one scan of /proc
+        with contextlib.suppress(psutil.Error):
+            parent_of[child.pid] = child.ppid()
+            procs[child.pid] = child
+    roles = {pid: "pqd"}
+
+    def role_of(child: int) -> str:
+        if child not in roles:
+            parent = parent_of.get(child, 0)
+            above = role_of(parent) if parent in procs or parent == pid else ""
+            text = _cmdline(procs[child])
+            if _FORKSERVER_MARK in text:
+                forked = above in ("forkserver", "forkserver child")
+                roles[child] = "forkserver child" if forked else "forkserver"
+            elif _TRACKER_MARK in text:
+                roles[child] = "resource tracker"
+            elif parent == pid and RUNNER_MARK in text:
+                roles[child] = "runner"
+            else:
+                roles[child] = "other"
+        return roles[child]
+
+    def depth(child: int) -> int:
+        n = 0
+        while child in parent_of and n < 64:
+            child, n = parent_of[child], n + 1
+        return n
+
+    ordered = sorted(procs, key=lambda child: (depth(child), child))
+    return [(root, "pqd"), *((procs[child], role_of(child)) for child in ordered)]
+
+
+def runner_procs(pid: int) -> list[Any]:
+    """pqd's runners: its children whose command line contains ``pqd.runner``."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    return [child for child in children if RUNNER_MARK in _cmdline(child)]
+
+
+def tree_memory(pid: int) -> list[ProcMemory]:
+    """RSS, USS and PSS of ``pid`` and of each live descendant, with its role (tree_roles)."""
+    import psutil
+
+    found = []
+    for proc, role in tree_roles(pid):
+        with contextlib.suppress(psutil.Error):
+            m = proc.memory_full_info()
+            found.append(ProcMemory(proc.pid, proc.ppid(), role, m.rss, m.uss, m.pss))
+    return found
+
+
+def describe_tree(pid: int) -> str:
+    """``pid``'s descendants as "N (role pid, ...)"."""
+    rest = [f"{role} {proc.pid}" for proc, role in tree_roles(pid)[1:]]
+    return f"{len(rest)} ({', '.join(rest) or 'none'})"
 
 
 @dataclass(frozen=True)
@@ -255,7 +374,12 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
-        self.port = self._wait_port()
+        self.final_log = ""
+        try:
+            self.port = self._wait_port()
+        except BaseException:
+            self.stop()  # it may be up but silent: leave nothing running
+            raise
 
     @property
     def pid(self) -> int:
@@ -295,12 +419,21 @@ class Daemon:
         raise RuntimeError(f"only {len(self.finished_cycles())} of {count} cycles finished")
 
     def stop(self) -> None:
+        """SIGTERM pqd, then make sure nothing of its tree outlives it.
+
+        pqd retires its runners when it stops, and a runner kills its own tree when pqd exits;
+        whatever is still there 5 s later is SIGKILLed: every process of the tree as it was
+        before the SIGTERM (runners, their forkservers and resource trackers, any Manager or
+        worker of a cycle), and every process still in a runner's process group (each runner
+        leads one): something started after the snapshot, no longer below pqd once pqd is
+        gone. The log's last text stays in ``final_log``."""
         import psutil
 
         try:
-            tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
+            tree = [proc for proc, _ in tree_roles(self.proc.pid)]
+            runners = runner_procs(self.proc.pid)
         except psutil.Error:
-            tree = []
+            tree, runners = [], []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -308,11 +441,33 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        for proc in tree:
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+        _kill_groups(runners)
         self._log.close()
+        with contextlib.suppress(OSError):
+            self.final_log = self.log_text()
         self.dir.cleanup()
+
+
+def _kill_groups(leaders: Sequence[Any]) -> None:
+    """SIGKILL every process in the process group each of ``leaders`` led, if it started no
+    earlier than the leader (a pid in use as a process group id is not reused)."""
+    import psutil
+
+    if not leaders:
+        return
+    started = {}
+    for leader in leaders:
+        with contextlib.suppress(psutil.Error):
+            started[leader.pid] = leader.create_time()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            group = os.getpgid(proc.pid)
+            if group in started and proc.create_time() >= started[group] - 0.01:
+                proc.kill()
 
 
 @contextlib.contextmanager

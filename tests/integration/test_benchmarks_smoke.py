@@ -20,6 +20,11 @@ SCRIPTS = {
     "scrape.py": "## Scrape /metrics",
     "scaling.py": "## Scaling with pool size",
 }
+#: More that a script must print.
+ALSO = {
+    # pqd -> runner -> forkserver, resource tracker (design §1a): each process's memory.
+    "idle.py": ("## Idle footprint per process", "| runner ", "| forkserver ", "target runner USS"),
+}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -34,3 +39,5 @@ def test_benchmark_runs_quick(script: str) -> None:
     assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
     assert SCRIPTS[script] in done.stdout, done.stdout
     assert "| " in done.stdout  # a table row
+    for text in ALSO.get(script, ()):
+        assert text in done.stdout, done.stdout
