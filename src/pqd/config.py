@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from apscheduler.triggers.cron import CronTrigger
-
 from pqd.containment import CONTAINMENT_MODES
 
 START_METHODS: Final = ("forkserver", "spawn", "fork")
@@ -410,6 +408,10 @@ def _display(field: str, value: object) -> object:
 
 
 def _cron_problem(expr: str) -> str | None:
+    # Imported here, not at the top: every probe runner imports this module for ProbeConfig and
+    # never validates a cron string; APScheduler (and asyncio under it) would cost each one.
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         # A fixed zone keeps validation independent of the host's (possibly unset) local zone.
         CronTrigger.from_crontab(expr, timezone="UTC")
