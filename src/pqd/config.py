@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from pqd.containment import CONTAINMENT_MODES
+from pqd.probe import ProbeConfig as ProbeConfig  # re-exported: callers load configs here
 
 START_METHODS: Final = ("forkserver", "spawn", "fork")
 LOG_FORMATS: Final = ("logfmt", "json")
@@ -237,26 +238,6 @@ def _valid_host(host: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
-    """One probe: the seed's producer/consumer cycle and when to run it.
-
-    Constructing one directly does not validate it (tests of the cycle need, say, a timeout shorter
-    than the work); the loaders below validate everything they return.
-    """
-
-    name: str = "default"
-    start_method: str = "forkserver"
-    workers: int = 4
-    queue_maxsize: int = 3
-    rounds: int = 5
-    items_per_producer: int = 5
-    job_pause: float = 0.0  # seconds slept inside each job
-    timeout: float = 30.0  # seconds for the whole cycle
-    interval: float | None = 15.0  # seconds; exactly one of interval and cron is set
-    cron: str | None = None  # 5-field crontab expression
-
-
-@dataclass(frozen=True)
 class Config:
     listen_address: str = ":10029"
     log_format: str = "logfmt"
@@ -408,8 +389,8 @@ def _display(field: str, value: object) -> object:
 
 
 def _cron_problem(expr: str) -> str | None:
-    # Imported here, not at the top: every probe runner imports this module for ProbeConfig and
-    # never validates a cron string; APScheduler (and asyncio under it) would cost each one.
+    # Imported here, not at the top: only a cron schedule needs APScheduler's parser, and with
+    # it asyncio; `pqd once` and check-config of an interval config never pay for them.
     from apscheduler.triggers.cron import CronTrigger
 
     try:

@@ -220,6 +220,48 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+@dataclass(frozen=True)
+class ProcessRef:
+    """One process, told apart from a later one that reuses its pid by its start time."""
+
+    pid: int
+    started: int  # /proc/PID/stat starttime, in clock ticks since boot
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        fields = _stat_fields(pid)
+        if fields is None or len(fields) < 20:
+            return None
+        return cls(pid, int(fields[19]))
+
+    def _fields(self) -> list[bytes] | None:
+        fields = _stat_fields(self.pid)
+        if fields is None or len(fields) < 20 or int(fields[19]) != self.started:
+            return None  # gone, or the pid now names another process
+        return fields
+
+    def state(self) -> str | None:
+        fields = self._fields()
+        return fields[0].decode() if fields else None
+
+    def ppid(self) -> int | None:
+        fields = self._fields()
+        return int(fields[1]) if fields else None
+
+    def kill(self) -> None:
+        if self._fields() is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def host_pid_count() -> int:
+    """Processes on the host, as len(psutil.pids()) counts them on Linux."""
+    try:
+        return sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
+    except OSError:
+        return -1
+
+
 def state(pid: int) -> str | None:
     """The one-letter /proc state (R, S, D, T, t, Z, ...), or None if the process is gone."""
     fields = _stat_fields(pid)

@@ -24,19 +24,15 @@ import multiprocessing.managers
 import multiprocessing.pool
 import os
 import queue
-import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import psutil
-
 from pqd import containment, workers
-from pqd.config import ProbeConfig
-from pqd.containment import ProbeCgroup
+from pqd.containment import ProbeCgroup, ProcessRef
+from pqd.probe import ProbeConfig
 from pqd.results import CycleResult, HelperProcess, JobKind, JobReport
 
 T = TypeVar("T")
@@ -213,22 +209,13 @@ def _known_helper_pids() -> dict[int, str]:
     return known
 
 
-def _is_gone(proc: psutil.Process, own_pid: int) -> bool:
+def _is_gone(proc: ProcessRef, own_pid: int) -> bool:
     """True if the process has exited. A zombie whose parent is not us counts as gone: its
     parent (the forkserver) reaps it; our own zombies are reaped by the caller."""
-    try:
-        if proc.status() != psutil.STATUS_ZOMBIE:
-            return False
-        return proc.ppid() != own_pid
-    except psutil.Error:
+    status = proc.state()
+    if status is None or status == "X":
         return True
-
-
-def _host_pid_count() -> int:
-    try:
-        return len(psutil.pids())
-    except (psutil.Error, OSError):
-        return -1
+    return status == "Z" and proc.ppid() != own_pid
 
 
 class _Cycle:
@@ -266,7 +253,7 @@ class _Cycle:
         self.jobs_failed = 0
         self.depth_max = 0
         self.phase_seconds: dict[str, float] = {}
-        self.owned: dict[int, psutil.Process] = {}
+        self.owned: dict[int, ProcessRef] = {}
         self.helpers: dict[int, str] = {}  # every helper seen alive during the cycle
         self.peak_rss = 0
 
@@ -503,18 +490,14 @@ class _Cycle:
         for pid in pids:
             if pid in helpers or pid in self.owned:
                 continue
-            with contextlib.suppress(psutil.Error):
-                self.owned[pid] = psutil.Process(pid)
+            ref = ProcessRef.of(pid)
+            if ref is not None:
+                self.owned[pid] = ref
         for pid in [self.own_pid, *helpers, *self.owned]:
             self.peak_rss = max(self.peak_rss, containment.peak_rss_bytes(pid) or 0)
 
-    def owned_alive(self) -> list[psutil.Process]:
-        alive = []
-        for proc in self.owned.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running() and not _is_gone(proc, self.own_pid):
-                    alive.append(proc)
-        return alive
+    def owned_alive(self) -> list[ProcessRef]:
+        return [proc for proc in self.owned.values() if not _is_gone(proc, self.own_pid)]
 
     # -- forced teardown -----
 
@@ -533,9 +516,7 @@ class _Cycle:
             if not targets:
                 break
             for proc in targets:
-                with contextlib.suppress(psutil.Error):
-                    # psutil checks the pid still names the process we claimed.
-                    proc.send_signal(signal.SIGKILL)
+                proc.kill()  # only if the pid still names the process we claimed
             self.reap(time.monotonic() + REAP_SECONDS)
         if pool is not None:
             self.finish_pool(pool)
@@ -554,14 +535,13 @@ class _Cycle:
         for pid, role in _known_helper_pids().items():
             if role != "forkserver":
                 continue
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if proc.ppid() != self.own_pid:
-                    continue
-                proc.send_signal(signal.SIGKILL)
-                deadline = time.monotonic() + REAP_SECONDS
-                while time.monotonic() < deadline and proc.status() != psutil.STATUS_ZOMBIE:
-                    time.sleep(0.005)
+            proc = ProcessRef.of(pid)
+            if proc is None or proc.ppid() != self.own_pid:
+                continue
+            proc.kill()
+            deadline = time.monotonic() + REAP_SECONDS
+            while time.monotonic() < deadline and proc.state() not in (None, "Z"):
+                time.sleep(0.005)
 
     def finish_pool(self, pool: multiprocessing.pool.Pool) -> None:
         """Pool.terminate() with the pool's locks replaced: a worker SIGKILLed while holding the
@@ -594,7 +574,7 @@ class _Cycle:
                 return
             time.sleep(0.01)
 
-    def find_leaks(self) -> list[psutil.Process]:
+    def find_leaks(self) -> list[ProcessRef]:
         """Processes of the tree still there after a clean teardown, helpers aside."""
         self.reap(time.monotonic() + SETTLE_SECONDS)
         # Orphans that re-parented to us after the last look (a double fork's grandchild).
@@ -616,33 +596,16 @@ def _child_exited() -> bool:
 
 
 def reap_zombie_orphans() -> int:
-    """Reap pqd's exited children that nobody else will: orphans adopted as a subreaper.
+    """Reap our exited children that nobody else will: orphans adopted as a subreaper.
 
-    multiprocessing's own children (any cycle's, in any thread) and its helpers are left alone:
-    reaping one of those would hide its exit code from multiprocessing for good.
+    multiprocessing's own children and its helpers are left alone: reaping one of those would
+    hide its exit code from multiprocessing for good.
     """
     if not _child_exited():
         return 0  # the usual case: no scan of every process on the host
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return 0
-    zombies = []
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            if child.status() == psutil.STATUS_ZOMBIE:
-                zombies.append(child.pid)
-    if not zombies:
-        return 0
-    managed = {p.pid for p in multiprocessing.active_children()} | set(_known_helper_pids())
-    reaped = 0
-    for pid in zombies:
-        if pid in managed:
-            continue
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                reaped += 1
-    return reaped
+    managed = {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+    managed |= set(_known_helper_pids())
+    return containment.reap_children(keep=managed)
 
 
 def _tree_cpu_seconds(own_pid: int, helpers: dict[int, str], cgroup: ProbeCgroup | None) -> float:
@@ -675,7 +638,7 @@ def run_cycle(
         jobs or JobFunctions(),
         observer or _NoObserver(),
         cancel,
-        cycle_id or uuid.uuid4().hex[:12],
+        cycle_id or os.urandom(6).hex(),
         cgroup,
     )
     started_at = time.time()
@@ -683,7 +646,7 @@ def run_cycle(
     deadline = t0 + probe.timeout
     helpers_before = _known_helper_pids()
     cpu_before = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup)
-    pid_count_before = _host_pid_count()
+    pid_count_before = containment.host_pid_count()
     cycle.observer.begun(pid_count_before, dict(cycle.helpers))
     pid_count_during = -1
     failure: CycleFailure | None = None
@@ -691,7 +654,7 @@ def run_cycle(
     phase_t0 = t0
     try:
         cycle.start(deadline)
-        pid_count_during = _host_pid_count()
+        pid_count_during = containment.host_pid_count()
         cycle.phase_seconds["pool_start"] = time.monotonic() - phase_t0
         phase, phase_t0 = "jobs", time.monotonic()
         cycle.run_jobs(deadline)
@@ -706,7 +669,7 @@ def run_cycle(
         failure = CycleFailure(
             "spawn_failed" if phase == "pool_start" else "job_error", f"{type(exc).__name__}: {exc}"
         )
-    leaked: list[psutil.Process] = []
+    leaked: list[ProcessRef] = []
     if failure is not None:
         cycle.observer.failing(failure.reason, failure.detail)
         if phase not in cycle.phase_seconds:
@@ -737,7 +700,7 @@ def run_cycle(
         if problem is not None:
             cycle.retire_forkserver()
     cycle.caller.close(REAP_SECONDS)
-    pid_count_after = _host_pid_count()
+    pid_count_after = containment.host_pid_count()
     cpu_seconds = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup) - cpu_before
     ended_at = time.time()
     reports = tuple(cycle.reports)

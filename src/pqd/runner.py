@@ -85,9 +85,9 @@ def _die_with_pqd(pqd_pid: int, cgroup_dir: str | None) -> None:
 
 
 def _serve(events: IO[str], cgroup_dir: str | None) -> int:
-    from pqd.config import ProbeConfig
     from pqd.containment import ProbeCgroup
     from pqd.cycle import run_cycle
+    from pqd.probe import ProbeConfig
     from pqd.results import result_to_dict
 
     group = None if cgroup_dir is None else ProbeCgroup(cgroup_dir)
