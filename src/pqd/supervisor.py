@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pqd import containment
-from pqd.config import ProbeConfig
 from pqd.containment import ProbeCgroup
+from pqd.probe import ProbeConfig
 from pqd.results import (
     CycleResult,
     JobReport,
@@ -223,7 +223,7 @@ class Runners:
         if runner.proc.returncode is not None:
             with self._lock:
                 self._pids.discard(runner.pid)
-        containment.reap_children(keep=self.runner_pids())
+        self._reap()
         runner.close_fds()
         if runner.proc.stdin is not None:
             with contextlib.suppress(OSError):
@@ -236,7 +236,7 @@ class Runners:
         while left and time.monotonic() < deadline:
             containment.kill_pids(left)
             left = containment.wait_gone(left, 0.1)
-            containment.reap_children(keep=self.runner_pids())
+            self._reap()
         if runner.proc.returncode is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 runner.proc.wait(max(0.0, deadline - time.monotonic()))
@@ -251,13 +251,34 @@ class Runners:
 
     def _orphans(self) -> list[int]:
         """pqd's children that are not runners, and their trees: what a runner that died first
-        left behind (pqd is a subreaper too, so they re-parent here and not to init)."""
-        runners, own = self.runner_pids(), os.getpid()
+        left behind (pqd is a subreaper too, so they re-parent here and not to init).
+
+        A runner's tree is in the runner's process group, or a group of its own after setsid();
+        a child in pqd's own group is not from a runner (a program embedding Runners may have
+        children of its own, e.g. its own forkserver) and is left alone."""
         found = []
-        for pid, ppid in containment.parent_pids().items():
-            if ppid == own and pid not in runners and containment.state(pid) != "Z":
+        for pid in self._foreign_children():
+            if containment.state(pid) != "Z":
                 found += [pid, *containment.descendants(pid)]
         return found
+
+    def _foreign_children(self) -> list[int]:
+        runners, own, own_group = self.runner_pids(), os.getpid(), os.getpgrp()
+        found = []
+        for pid, ppid in containment.parent_pids().items():
+            if ppid != own or pid in runners:
+                continue
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) != own_group:
+                    found.append(pid)
+        return found
+
+    def _reap(self) -> None:
+        """Reap the zombies of runner trees that re-parented to pqd (and only those)."""
+        for pid in self._foreign_children():
+            if containment.state(pid) == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
 
     # -- one cycle -----
 
