@@ -493,8 +493,17 @@ class _Cycle:
             ref = ProcessRef.of(pid)
             if ref is not None:
                 self.owned[pid] = ref
-        for pid in [self.own_pid, *helpers, *self.owned]:
+        self.note_peak_rss([self.own_pid, *helpers, *self.owned])
+
+    def note_peak_rss(self, pids: list[int]) -> None:
+        for pid in pids:
             self.peak_rss = max(self.peak_rss, containment.peak_rss_bytes(pid) or 0)
+
+    def cycle_pids(self) -> list[int]:
+        """The processes the cycle knows without scanning /proc: itself, its helpers, the
+        Manager and the pool's workers (replacements included)."""
+        processes = [*self.pool_processes, *getattr(self.pool, "_pool", []), self.manager_process]
+        return [self.own_pid, *self.helpers, *(p.pid for p in processes if p is not None)]
 
     def owned_alive(self) -> list[ProcessRef]:
         return [proc for proc in self.owned.values() if not _is_gone(proc, self.own_pid)]
@@ -661,7 +670,8 @@ def run_cycle(
         cycle.check_counts()
         cycle.phase_seconds["jobs"] = time.monotonic() - phase_t0
         phase, phase_t0 = "teardown", time.monotonic()
-        cycle.claim()
+        # Peak RSS while the workers still exist; what they left behind is found after teardown.
+        cycle.note_peak_rss(cycle.cycle_pids())
         cycle.close_gracefully()
     except CycleFailure as exc:
         failure = exc
