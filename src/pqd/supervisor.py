@@ -306,8 +306,12 @@ class Runners:
         try:
             _send(runner, probe, progress.cycle_id)
             ended = self._follow(runner, progress, deadline, observer, cancel)
-        except (OSError, ValueError) as exc:
-            ended = ("helper_died", f"runner pid {runner.pid}: {exc}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A broken pipe, or an event that is not what this pqd's runner sends.
+            ended = ("helper_died", f"runner pid {runner.pid}: {type(exc).__name__}: {exc}")
+        except BaseException:
+            self._finish_kill(runner, self._kill(runner))  # never leave a tree unowned
+            raise
         result = progress.result
         if result is not None and result.success:
             self._keep(probe.name, runner)

@@ -1,0 +1,57 @@
+"""The runner sends results to pqd as JSON: the round trip loses nothing (plain data)."""
+
+from __future__ import annotations
+
+import json
+
+from pqd.results import (
+    HelperProcess,
+    JobReport,
+    job_report_from_dict,
+    result_from_dict,
+    result_to_dict,
+)
+from tests.factories import seed_shaped_result
+
+JOB = JobReport(
+    kind="producer",
+    round=1,
+    pid=4242,
+    process_name="ForkServerPoolWorker-1",
+    is_alive=True,
+    parent_pid=4200,
+    host_pid_count=120,
+    started_at=1.5,
+    items=("A", "B", "C"),
+    full_events=2,
+    operation_seconds=(1e-4, 2e-4, 3e-4, 1e-4, 1e-4),
+    error=None,
+    job_counter=1,
+    queue_depth_after=3,
+    workers_live_after=4,
+)
+
+
+def test_a_result_survives_json_exactly() -> None:
+    result = seed_shaped_result(
+        success=False,
+        reason="leak",
+        detail="1 process(es) left behind: 77",
+        jobs=(JOB,),
+        helpers_started=(HelperProcess(pid=4200, role="forkserver"),),
+        leaked_processes=1,
+        leaked_pids=(77,),
+        leaked_commands=("sleep 300",),
+        containment="cgroup",
+        cpu_seconds=0.25,
+        max_rss_bytes=30 << 20,
+    )
+
+    assert result_from_dict(json.loads(json.dumps(result_to_dict(result)))) == result
+
+
+def test_a_job_report_survives_json_exactly() -> None:
+    encoded = json.dumps(result_to_dict(seed_shaped_result(jobs=(JOB,))))
+    data = json.loads(encoded)["jobs"][0]
+
+    assert job_report_from_dict(data) == JOB
