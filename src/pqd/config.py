@@ -14,7 +14,9 @@ import dataclasses
 import difflib
 import ipaddress
 import math
+import os
 import re
+import stat
 import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -57,6 +59,12 @@ ENV_PREFIX: Final = "PQD_"
 CONFIG_ENV: Final = "PQD_CONFIG"
 
 MAX_PROBE_NAME: Final = 128
+#: Bounds on what a config file may cost to read (README, "Configuration"): a config file is a
+#: regular file of at most MAX_CONFIG_BYTES, with at most MAX_PROBES probes.
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+MAX_PROBES: Final = 100
+#: An echoed value longer than this is cut, with its length: errors stay one readable line.
+MAX_ECHO_CHARS: Final = 80
 
 _INT_RANGES: Final[Mapping[str, tuple[int, int]]] = {
     "workers": (1, 256),
@@ -133,7 +141,23 @@ class ConfigError(Exception):
         self.problem = _one_line(problem)
 
     def __str__(self) -> str:
-        return _one_line(f"{self.field}={self.value!r}: {self.problem}")
+        return _one_line(f"{_cut(self.field)}={_echo(self.value)}: {self.problem}")
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_ECHO_CHARS:
+        return text
+    return f"{text[:MAX_ECHO_CHARS]}... ({len(text)} characters)"
+
+
+def _echo(value: object) -> str:
+    """repr() of a value, cut short: a bad 50 MB value must not become a 50 MB error line."""
+    if isinstance(value, str | bytes) and len(value) > MAX_ECHO_CHARS:
+        return f"{value[:MAX_ECHO_CHARS]!r}... ({len(value)} characters)"
+    text = repr(value)
+    if len(text) > MAX_ECHO_CHARS:
+        return f"{text[:MAX_ECHO_CHARS]}... ({len(text)} characters)"
+    return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,11 +431,17 @@ def _cron_problem(expr: str) -> str | None:
 
 
 def _probe_name_problem(name: str) -> str | None:
-    # Line and paragraph separators count too: they would break one-line logs and errors.
-    if not 1 <= len(name) <= MAX_PROBE_NAME or any(
-        unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name
-    ):
-        return f"probe names must be 1 to {MAX_PROBE_NAME} characters without control characters"
+    if not 1 <= len(name) <= MAX_PROBE_NAME:
+        return f"probe names must be 1 to {MAX_PROBE_NAME} characters"
+    # Line and paragraph separators would break one-line logs and errors; format characters
+    # (U+202E RIGHT-TO-LEFT OVERRIDE, zero-width ones) make a name look like another.
+    for c in name:
+        category = unicodedata.category(c)
+        if category in ("Cc", "Cf", "Zl", "Zp"):
+            kind = "a format" if category == "Cf" else "a control"
+            return f"probe names must not contain {kind} character (U+{ord(c):04X})"
+    if name != name.strip():
+        return "probe names must not start or end with white space"
     return None
 
 
@@ -548,6 +578,8 @@ def _probes_from_toml(tables: object, sources: _Sources) -> tuple[ProbeConfig, .
         raise ConfigError(
             "probes", dict(tables), "must define at least one probe, e.g. [probes.default]"
         )
+    if len(tables) > MAX_PROBES:
+        raise ConfigError("probes", f"{len(tables)} probes", f"at most {MAX_PROBES} are allowed")
     probes = []
     for name, table in tables.items():
         where = _toml_path("probes", name)
@@ -618,6 +650,8 @@ def _toml_layer(text: str, source: str, sources: _Sources) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _syntax_error(err, text, source) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(source, source, "invalid TOML: nested too deeply") from None
     config = _mapping_layer(data, sources)
     _validate(config, sources)
     return config
@@ -639,13 +673,31 @@ def _syntax_error(err: tomllib.TOMLDecodeError, text: str, source: str) -> Confi
     return ConfigError(source, line_text.rstrip("\r")[:200], f"invalid TOML {where}: {message}")
 
 
+def read_bounded_file(path: str, limit: int) -> bytes:
+    """The contents of a regular file of at most ``limit`` bytes. Raises OSError or ValueError
+    with a message for anything else: a FIFO would block, /dev/zero never ends."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(65536, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _file_layer(path: str, sources: _Sources) -> Config:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_bounded_file(path, MAX_CONFIG_BYTES)
     except OSError as err:
         raise ConfigError(path, path, f"cannot read config file: {err.strerror or err}") from None
-    except ValueError as err:  # e.g. a NUL byte in the path
+    except ValueError as err:  # not a regular file, too large, a NUL byte in the path
         raise ConfigError(path, path, f"cannot read config file: {err}") from None
     try:
         text = data.decode("utf-8")

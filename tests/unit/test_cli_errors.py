@@ -3,11 +3,14 @@ what was wrong, never a traceback. Runs cli.main() in-process; nothing here star
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from pqd.cli import main
+from pqd.config import MAX_CONFIG_BYTES
 
 FLAG_CASES = [
     (["once", "--workers", "0"], "--workers", "0"),
@@ -27,6 +30,8 @@ FLAG_CASES = [
     (["frobnicate"], "frobnicate", "frobnicate"),
     ([], "command", "command"),
     (["check-config"], "FILE", "FILE"),
+    (["once", "--textfile", ""], "--textfile", "''"),
+    (["once", "--textfile", "/dev/null"], "--textfile", "/dev/null"),
 ]
 
 ENV_CASES = [
@@ -55,6 +60,13 @@ FILE_CASES = [
     ('listen_address = "localhost"\n', "listen_address", "localhost"),
     ('log_format = "xml"\n', "log_format", "xml"),
     ("history_limit = 0\n", "history_limit", "0"),
+    ("a = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply", "pqd.toml"),
+    ("".join(f"[probes.p{i}]\n" for i in range(101)), "probes", "101 probes"),
+    ('[probes." a"]\n', "probes", "white space"),
+    ('[probes."   "]\n', "probes", "white space"),
+    ('[probes."a\u202eb"]\n', "probes", "U+202E"),
+    ('[probes."a\u200bb"]\n', "probes", "U+200B"),
+    ('log_level = "' + "x" * 100_000 + '"\n', "log_level", "(100000 characters)"),
 ]
 
 
@@ -106,6 +118,44 @@ def test_bad_config_file(
     line = one_line(capsys.readouterr().err)
     assert code == 78
     assert field in line and value in line
+
+
+def test_textfile_never_replaces_what_is_not_a_regular_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root, renaming over /dev/full replaced the device node; a FIFO or a symlink would be
+    replaced the same way. Refused before any cycle runs."""
+    fifo, link = tmp_path / "fifo", tmp_path / "link"
+    os.mkfifo(fifo)
+    link.symlink_to(tmp_path / "elsewhere.prom")
+    for target in (fifo, link, tmp_path):
+        code = main(["once", "--textfile", str(target)], environ={})
+        line = one_line(capsys.readouterr().err)
+        assert code == 2
+        assert "--textfile" in line and "not a regular file" in line
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "too large"])
+def test_config_files_are_read_only_if_regular_and_small(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO blocked forever and /dev/zero was read until MemoryError."""
+    path = tmp_path / "pqd.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "too large":
+        path.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    else:
+        path = Path("/dev/zero")
+
+    code = main(["check-config", str(path)], environ={})
+
+    line = one_line(capsys.readouterr().err)
+    assert code == 78
+    assert str(path) in line
+    assert ("larger than" if kind == "too large" else "not a regular file") in line
+    assert len(line) < 300
 
 
 def test_good_config_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
