@@ -132,6 +132,8 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pqd.supervisor import Runners
     from pqd.trace import render_summary, render_trace
 
+    if args.textfile is not None:
+        _check_textfile_target(args.textfile)
     loaded = load(args, environ)
     probes = list(loaded.probes)
     if args.probe:
@@ -159,9 +161,28 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         runners.close()
     if args.json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
-    if args.textfile:
+    if args.textfile is not None:
         _write_textfile(args.textfile, loaded, results)
     return EXIT_OK if all(r.success for r in results) else EXIT_FAILED
+
+
+def _check_textfile_target(path: str) -> None:
+    """The textfile is replaced by rename: only ever over a regular file. As root, renaming over
+    /dev/full, a FIFO or a symlink would replace the device node, pipe or link itself."""
+    import stat
+
+    if not path:
+        raise UsageError("--textfile='': a path is required")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--textfile={path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"--textfile={path!r}: exists and is not a regular file; refusing to replace it"
+        )
 
 
 def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
