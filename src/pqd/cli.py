@@ -106,18 +106,12 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
-    """Defaults < file < environment < flags. Raises ConfigError naming where the bad value
-    came from: a flag (``--workers``: a usage error), else the file or environment."""
+    """Defaults < file < environment < flags, through the one loader every command and test
+    uses (config.load_config). Raises ConfigError naming where the bad value came from: a flag
+    (``--workers``: a usage error), else the file or environment."""
     from pqd import config
 
-    path = args.config if args.config is not None else config.config_path_from_env(environ)
-    loaded = config.Config() if path is None else config.config_from_file(path)
-    loaded = config.apply_overrides(
-        loaded, config.overrides_from_env(environ), origin=lambda f: "PQD_" + f.upper()
-    )
-    return config.apply_overrides(
-        loaded, _flag_overrides(args), origin=lambda f: "--" + f.replace("_", "-")
-    )
+    return config.load_config(args.config, environ, _flag_overrides(args))
 
 
 def _result_json(result: Any) -> dict[str, Any]:

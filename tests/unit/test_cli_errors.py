@@ -179,3 +179,17 @@ def test_check_config_also_checks_the_web_config(
     line = one_line(capsys.readouterr().err)
     assert code == 78
     assert "basic_auth_users" in line
+
+
+def test_the_commands_load_as_load_config_does() -> None:
+    """`PQD_JOB_PAUSE=20s pqd run --timeout 10m` was refused by the command line's own loader
+    (environment validated alone) while load_config, validating both together, accepted it."""
+    from pqd.cli import _build_parser, load
+    from pqd.config import load_config
+
+    environ = {"PQD_JOB_PAUSE": "20s"}
+    for command in ("run", "once"):
+        args = _build_parser().parse_args([command, "--timeout", "10m"])
+        loaded = load(args, environ)
+        assert loaded == load_config(None, environ, {"timeout": "10m"})
+        assert loaded.probes[0].timeout == 600.0
