@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -72,6 +72,35 @@ class _ProbeRuntime:
     config: ProbeConfig
     running_since: float | None = None  # monotonic
     last: CycleResult | None = None
+    # When the scheduler last dispatched (or skipped) this probe: monotonic, and Unix time for
+    # cron schedules. A scheduler that stops dispatching shows here without any wake-up.
+    dispatched_at: float = field(default_factory=time.monotonic)
+    dispatched_wall: float = field(default_factory=time.time)
+
+    def dispatched(self) -> None:
+        self.dispatched_at, self.dispatched_wall = time.monotonic(), time.time()
+
+    def stalled(self, now: float, wall: float) -> str | None:
+        """Why this probe is overdue: not dispatched for two periods and 10 s, a cron run a
+        minute late, or a cycle far past its own deadline."""
+        probe = self.config
+        if self.running_since is not None:
+            limit = probe.timeout + REAP_SECONDS + 10.0
+            if now - self.running_since > limit:
+                return f"probe {probe.name}: a cycle has run for {now - self.running_since:.0f}s"
+            return None
+        if probe.interval is not None:
+            late = now - self.dispatched_at
+            if late > 2 * probe.interval + 10.0:
+                return f"probe {probe.name}: not dispatched for {late:.0f}s"
+            return None
+        assert probe.cron is not None
+        due = _trigger(probe).get_next_fire_time(
+            None, datetime.fromtimestamp(self.dispatched_wall, UTC)
+        )
+        if due is not None and wall > due.timestamp() + 60.0:
+            return f"probe {probe.name}: due at {due:%H:%M:%S} UTC and not dispatched"
+        return None
 
 
 class _LiveGauges:
@@ -307,6 +336,7 @@ class Daemon:
                 self.metrics.observe_skip(name, "overlap")
                 return
             rt.running_since = time.monotonic()
+            rt.dispatched()
             probe = rt.config
         try:
             result = self.runners.run_cycle(
@@ -358,33 +388,44 @@ class Daemon:
         if not event.job_id.startswith(_JOB_PREFIX):
             return
         probe = event.job_id.removeprefix(_JOB_PREFIX)
+        with self._lock:
+            rt = self._runtimes.get(probe)
+            if rt is not None:
+                rt.dispatched()  # the scheduler is alive: it considered the run
         reason = "overlap" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
         self.metrics.observe_skip(probe, reason)
         log.warning("cycle skipped", extra={"probe": probe, "reason": reason})
 
     # -- watchdog -----
 
-    def progressing(self) -> bool:
-        """True while the scheduler dispatches jobs and no cycle has outlived its deadline."""
-        now = time.monotonic()
-        beat = self._heartbeat_seconds or HEARTBEAT_MAX_SECONDS
-        if now - self._heartbeat > max(5 * beat, 5.0):
-            return False
+    def progressing(self) -> tuple[bool, str]:
+        """(True, "") while the scheduler dispatches probes and no cycle has outlived its
+        deadline; else (False, why). The one check behind the watchdog ping and /-/healthy."""
+        now, wall = time.monotonic(), time.time()
+        if self._heartbeat_seconds is not None:
+            silent = now - self._heartbeat
+            if silent > max(5 * self._heartbeat_seconds, 5.0):
+                return False, f"the scheduler has not run its heartbeat for {silent:.0f}s"
+        if self.state is not State.RUNNING:
+            return True, ""
         with self._lock:
             for rt in self._runtimes.values():
-                limit = rt.config.timeout + REAP_SECONDS + 10.0
-                if rt.running_since is not None and now - rt.running_since > limit:
-                    return False
-        return True
+                problem = rt.stalled(now, wall)
+                if problem is not None:
+                    return False, problem
+        return True, ""
 
     def _feed_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
         assert interval is not None
         while not self._stopped.wait(interval):
-            if self.progressing():
+            ok, why = self.progressing()
+            if ok:
                 self.notifier.watchdog()
             else:
-                log.error("not progressing: withholding the systemd watchdog ping")
+                log.error(
+                    "not progressing: withholding the systemd watchdog ping", extra={"err": why}
+                )
 
     # -- reload -----
 
@@ -451,6 +492,7 @@ class Daemon:
                 rt.config = probe  # the next cycle runs with it; a running one finishes as it was
                 if schedule_changed:
                     self._scheduler.reschedule_job(_JOB_PREFIX + name, trigger=_trigger(probe))
+                    rt.dispatched()  # overdue is measured against the new schedule
             # Keep the file's order for the pages.
             self._runtimes = {name: self._runtimes[name] for name in wanted}
             self.config = new
@@ -470,6 +512,7 @@ class Daemon:
             probes=probes,
             reload_enabled=config.enable_reload_endpoint,
             ready=self.state in (State.RUNNING, State.RELOADING),
+            unhealthy_reason=self.progressing()[1],
         )
 
 

@@ -46,6 +46,8 @@ class WebState:
     probes: tuple[ProbeView, ...]
     reload_enabled: bool
     ready: bool
+    # Why cycles are not progressing (the check that withholds the watchdog ping); "" if they are.
+    unhealthy_reason: str = ""
 
 
 _Headers = list[tuple[str, str]]
@@ -175,7 +177,7 @@ class _App:
                 HTTPStatus.OK, _landing_page(base, self._state(), self._recent_cycles())
             ),
             "/metrics": lambda: self._metrics(environ),
-            "/-/healthy": lambda: _text(HTTPStatus.OK, "Healthy"),
+            "/-/healthy": self._healthy_response,
             "/-/ready": self._ready_response,
         }
         handler = get_routes.get(path)
@@ -210,6 +212,12 @@ class _App:
             raise RuntimeError("metrics app returned without calling start_response")
         status, headers = captured[-1]
         return status, headers, body
+
+    def _healthy_response(self) -> _Response:
+        reason = self._state().unhealthy_reason
+        if not reason:
+            return _text(HTTPStatus.OK, "Healthy")
+        return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"Not healthy: {reason}")
 
     def _ready_response(self) -> _Response:
         if self._state().ready:

@@ -120,3 +120,24 @@ def test_watchdog_pings_stop_when_the_scheduler_hangs(tmp_path: Path, notify: No
     assert late_pings == []
     assert noticed_at - wedged_at < 15
     assert still_serving == 200  # the HTTP side is not what hung
+
+
+def test_healthy_answers_503_with_the_reason_when_the_scheduler_hangs(tmp_path: Path) -> None:
+    """Outside systemd (no watchdog, no heartbeat job) /-/healthy is what a Kubernetes liveness
+    probe or Docker HEALTHCHECK sees: it must fail when probes stop being dispatched."""
+    pqd = PqdProcess(tmp_path, CONFIG, command=[sys.executable, str(WEDGE)]).wait_ready()
+    try:
+        assert pqd.get("/-/healthy") == (200, "Healthy\n")
+        pqd.signal(signal.SIGUSR1)  # the wrapper then wedges APScheduler's dispatch loop
+        status, body = wait_until(
+            lambda: (got := pqd.get("/-/healthy"))[0] == 503 and got,
+            "/-/healthy to report the hang",
+            seconds=40,
+        )
+        still_serving = pqd.get("/metrics")[0]
+    finally:
+        pqd.stop()
+
+    assert status == 503
+    assert body.startswith("Not healthy: probe default: not dispatched for")
+    assert still_serving == 200

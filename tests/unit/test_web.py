@@ -531,6 +531,19 @@ def test_healthy_and_ready() -> None:
     assert get(fake.app(), "/-/healthy").status == 200
 
 
+def test_healthy_is_503_with_the_reason_when_cycles_do_not_progress() -> None:
+    fake = Fake()
+    fake.state = make_state(unhealthy_reason="probe default: not dispatched for 42s")
+
+    unhealthy = get(fake.app(), "/-/healthy")
+
+    assert (unhealthy.status, unhealthy.text) == (
+        503,
+        "Not healthy: probe default: not dispatched for 42s\n",
+    )
+    assert get(fake.app(), "/-/ready").status == 200  # still serving: not a readiness problem
+
+
 def test_reload_enabled_and_succeeding() -> None:
     fake = Fake()
     r = get(fake.app(), "/-/reload", method="POST")
@@ -661,5 +674,6 @@ def test_a_raising_callback_is_a_short_500(broken: str, caplog: pytest.LogCaptur
     assert r.text == "Internal Server Error\n"
     assert r.headers["content-type"] == "text/plain; charset=utf-8"
     assert "secret internals" in caplog.text
-    # The app keeps serving afterwards.
-    assert get(app, "/-/healthy").status == 200
+    # The app keeps serving afterwards (/-/healthy asks the state callback too, since it
+    # reports whether cycles progress).
+    assert get(app, "/metrics").status == 200
