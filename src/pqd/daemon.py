@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import logging
+import math
 import os
 import platform
 import signal
@@ -76,6 +77,17 @@ class _ProbeRuntime:
     # cron schedules. A scheduler that stops dispatching shows here without any wake-up.
     dispatched_at: float = field(default_factory=time.monotonic)
     dispatched_wall: float = field(default_factory=time.time)
+    # Skips are logged at most once per interval (and once a second), with how many there were.
+    skips_unlogged: int = 0
+    skip_logged_at: float = -math.inf
+
+    def skip_to_log(self, now: float) -> int:
+        """Count one skip; the number to log now, or 0 to stay quiet."""
+        self.skips_unlogged += 1
+        if now - self.skip_logged_at < max(self.config.interval or 0.0, 1.0):
+            return 0
+        count, self.skips_unlogged, self.skip_logged_at = self.skips_unlogged, 0, now
+        return count
 
     def dispatched(self) -> None:
         self.dispatched_at, self.dispatched_wall = time.monotonic(), time.time()
@@ -388,13 +400,16 @@ class Daemon:
         if not event.job_id.startswith(_JOB_PREFIX):
             return
         probe = event.job_id.removeprefix(_JOB_PREFIX)
+        reason = "overlap" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
+        self.metrics.observe_skip(probe, reason)  # every skip is counted
         with self._lock:
             rt = self._runtimes.get(probe)
-            if rt is not None:
-                rt.dispatched()  # the scheduler is alive: it considered the run
-        reason = "overlap" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
-        self.metrics.observe_skip(probe, reason)
-        log.warning("cycle skipped", extra={"probe": probe, "reason": reason})
+            if rt is None:
+                return
+            rt.dispatched()  # the scheduler is alive: it considered the run
+            count = rt.skip_to_log(time.monotonic())
+        if count:
+            log.warning("cycle skipped", extra={"probe": probe, "reason": reason, "count": count})
 
     # -- watchdog -----
 

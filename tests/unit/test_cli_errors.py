@@ -67,6 +67,8 @@ FILE_CASES = [
     ('[probes."a\u202eb"]\n', "probes", "U+202E"),
     ('[probes."a\u200bb"]\n', "probes", "U+200B"),
     ('log_level = "' + "x" * 100_000 + '"\n', "log_level", "(100000 characters)"),
+    ('[probes.a]\ninterval = "1ms"\n', "probes.a.interval", "1ms"),
+    ('[probes.a]\ninterval = "99ms"\n', "probes.a.interval", "at least 100ms"),
 ]
 
 
