@@ -35,7 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from pqd import __version__, logs
-from pqd.config import Config, ConfigError, ProbeConfig, format_duration
+from pqd.config import MAX_PROBES, Config, ConfigError, ProbeConfig, format_duration
 from pqd.containment import ContainmentError, become_child_subreaper
 from pqd.containment import choose as choose_containment
 from pqd.history import CycleHistory
@@ -249,8 +249,10 @@ class Daemon:
         )
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
-            # A thread per probe plus one for the heartbeat, so a long cycle never delays it.
-            executors={"default": ThreadPoolExecutor(max_workers=len(self._runtimes) + 8)},
+            # A thread for every probe a config may have, plus the heartbeat, so no number of
+            # long cycles, however many probes a reload adds, can delay it. The pool starts a
+            # thread only when none is idle: unused capacity costs nothing.
+            executors={"default": ThreadPoolExecutor(max_workers=MAX_PROBES + 2)},
             job_defaults={"coalesce": True, "max_instances": 1},
         )
         self._scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pqd_process import PqdProcess, wait_until
+from tests.integration.pqd_process import PqdProcess, sample, wait_until
 
 WEDGE = Path(__file__).with_name("wedge_scheduler.py")
 CONFIG = '[probes.default]\ninterval = "1s"\n'
@@ -141,3 +141,36 @@ def test_healthy_answers_503_with_the_reason_when_the_scheduler_hangs(tmp_path: 
     assert status == 503
     assert body.startswith("Not healthy: probe default: not dispatched for")
     assert still_serving == 200
+
+
+def test_probes_added_by_reload_cannot_starve_the_watchdog_heartbeat(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """The scheduler's threads were sized to the probes at start-up: twelve long-running probes
+    added by a reload took every thread, the heartbeat job stopped and so did the pings."""
+    pqd = start(tmp_path, notify)
+    added = "".join(
+        f'[probes.long{i}]\nstart_method = "fork"\nworkers = 1\njob_pause = "1s"\ninterval = "1s"\n'
+        for i in range(12)
+    )
+    try:
+        notify.wait_for("WATCHDOG=1")
+        pqd.config_path.write_text(CONFIG + added)
+        pqd.signal(signal.SIGHUP)
+
+        def running() -> int:
+            text = pqd.scrape()
+            return sum(
+                (sample(text, "pqd_workers_live", probe=f"long{i}") or 0) > 0 for i in range(12)
+            )
+
+        wait_until(lambda: running() == 12, "all twelve added probes to be mid-cycle", seconds=60)
+        notify.drain()
+        notify.pump(8.0)  # longer than the 5 s without a heartbeat that stops the pings
+        pings = [at for at, m in notify.messages if m == "WATCHDOG=1"]
+        still_running = running()
+    finally:
+        pqd.stop()
+
+    assert still_running == 12  # the window fell inside the cycles (10 s each)
+    assert len(pings) >= 12  # every 0.5 s with WATCHDOG_USEC=1 s
