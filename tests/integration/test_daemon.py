@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import signal
@@ -232,3 +233,31 @@ def test_stop_during_a_long_cycle_is_clean_and_quick(tmp_path: Path, stop_signal
     assert elapsed < 10
     assert pqd.log_events("pqd stopped")
     assert not [p for p in tree if alive(p)]
+
+
+def test_a_probe_removed_while_its_cycle_runs_leaves_no_trace(tmp_path: Path) -> None:
+    """Its cycle ends after the reload: it must not come back in the recent cycles (nor in
+    the metrics), and its runner is stopped."""
+    both = '[probes.gone]\ninterval = "1s"\njob_pause = "300ms"\n[probes.stay]\ninterval = "1s"\n'
+    with running_pqd(tmp_path, both) as pqd:
+        wait_until(
+            lambda: (sample(pqd.scrape(), "pqd_workers_live", probe="gone") or 0) > 0,
+            "a cycle of the probe to be removed",
+        )
+        pqd.config_path.write_text('[probes.stay]\ninterval = "1s"\n')
+        pqd.signal(signal.SIGHUP)
+        wait_until(lambda: pqd.log_events("config reloaded"), "the reload")
+
+        def runners() -> int:
+            found = 0
+            for proc in pqd.descendants():
+                with contextlib.suppress(psutil.Error):  # gone, or a zombie not yet reaped
+                    found += "pqd.runner" in " ".join(proc.cmdline())
+            return found
+
+        wait_until(lambda: runners() == 1, "the removed probe's runner to stop")
+        landing = pqd.get("/")[1]
+        text = pqd.scrape()
+
+    assert "gone" not in landing
+    assert 'probe="gone"' not in text
