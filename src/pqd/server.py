@@ -193,7 +193,11 @@ def _parse_head(buf: bytes | bytearray, limits: ServerLimits) -> _Head | _HttpEr
         headers.append((name.decode("ascii").lower(), value.decode("latin-1")))
 
     if any(name == "transfer-encoding" for name, _ in headers):
-        return _HttpError(HTTPStatus.NOT_IMPLEMENTED, "Transfer-Encoding is not supported")
+        # pqd's one request with a body (POST /-/reload) needs none: a client error, not a 5xx.
+        return _HttpError(HTTPStatus.LENGTH_REQUIRED, "send Content-Length, not Transfer-Encoding")
+    hosts = [value for name, value in headers if name == "host"]
+    if protocol == "HTTP/1.1" and len(hosts) != 1:  # RFC 9112 §3.2: exactly one Host
+        return _HttpError(HTTPStatus.BAD_REQUEST, "an HTTP/1.1 request needs one Host header")
     lengths = {value for name, value in headers if name == "content-length"}
     content_length = 0
     if lengths:

@@ -192,6 +192,12 @@ class _App:
         # ourselves (in __call__); a copy keeps the caller's environ untouched.
         inner_environ = dict(environ)
         inner_environ["REQUEST_METHOD"] = "GET"
+        # prometheus_client compresses whenever "gzip" is named, even as "gzip;q=0" (RFC 9110
+        # §12.5.3: q=0 means "not acceptable") and never for "*": it is told plainly.
+        if gzip_wanted(str(environ.get("HTTP_ACCEPT_ENCODING", ""))):
+            inner_environ["HTTP_ACCEPT_ENCODING"] = "gzip"
+        else:
+            inner_environ.pop("HTTP_ACCEPT_ENCODING", None)
         captured: list[tuple[str, _Headers]] = []
         written: list[bytes] = []
 
@@ -211,7 +217,8 @@ class _App:
         if not captured:
             raise RuntimeError("metrics app returned without calling start_response")
         status, headers = captured[-1]
-        return status, headers, body
+        # The body depends on Accept-Encoding (and Accept): caches must keep them apart.
+        return status, [*headers, ("Vary", "Accept-Encoding, Accept")], body
 
     def _healthy_response(self) -> _Response:
         reason = self._state().unhealthy_reason
@@ -542,3 +549,23 @@ def _leaked_table(result: CycleResult) -> str:
         for pid, cmd in zip(result.leaked_pids, commands, strict=False)
     )
     return f"<table><tr><th>PID</th><th>Command line</th></tr>{rows}</table>"
+
+
+def gzip_wanted(accept_encoding: str) -> bool:
+    """True if Accept-Encoding names gzip (or *) with a q-value above 0."""
+    wanted = False
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if coding.lower() == "gzip":
+            return quality > 0  # an explicit gzip entry decides, whatever * says
+        if coding == "*":
+            wanted = quality > 0
+    return wanted

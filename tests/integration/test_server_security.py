@@ -479,18 +479,22 @@ def raw_exchange(server: HttpServer, data: bytes) -> bytes:
     ("request_bytes", "status"),
     [
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
-        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 200 + b"\r\n", b"431"),
         (b"NONSENSE\r\n\r\n", b"400"),
         (b"GET / HTTP/2.0\r\n\r\n", b"505"),
         (b"GET relative HTTP/1.1\r\n\r\n", b"400"),
-        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"400"),
-        (b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", b"400"),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501"),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"400"),
-        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
-        (b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
-        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"200"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n", b"400"),
+        # RFC 9112 lets a server that does not take chunked bodies ask for a length: never 5xx.
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", b"400"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"200"),
         (b"GET / HTTP/1.0\r\n\r\n", b"200"),
+        # RFC 9112 §3.2: an HTTP/1.1 request with no Host, or two, is a 400.
+        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
     ],
     ids=[
         "huge-header",
@@ -506,6 +510,8 @@ def raw_exchange(server: HttpServer, data: bytes) -> bytes:
         "huge-body",
         "close",
         "http10",
+        "no-host",
+        "two-hosts",
     ],
 )
 def test_odd_requests_get_a_status_and_a_close(
@@ -560,7 +566,7 @@ def test_password_guessing_flood_cannot_block_cached_clients(
     for i in range(100):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
         token = base64.b64encode(f"alice:guess{i}".encode()).decode()
-        sock.sendall(f"GET / HTTP/1.1\r\nAuthorization: Basic {token}\r\n\r\n".encode())
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n\r\n".encode())
         guesses.append(sock)
     try:
         started = time.monotonic()

@@ -487,6 +487,31 @@ def test_metrics_gzip() -> None:
     assert b'pqd_test_value{probe="default"} 42.0\n' in gzip.decompress(r.body)
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("gzip;q=0.5, identity", True),
+        ("identity, *", True),
+        ("gzip;q=0", False),
+        ("GZIP; Q=0.0", False),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),
+        ("deflate", False),
+        ("", False),
+    ],
+)
+def test_metrics_gzip_follows_q_values(accept_encoding: str, gzipped: bool) -> None:
+    """RFC 9110 §12.5.3: q=0 means not acceptable; prometheus_client gzipped "gzip;q=0"."""
+    r = get(metrics_fake().app(), "/metrics", headers={"Accept-Encoding": accept_encoding})
+
+    assert r.status == 200
+    assert ("content-encoding" in r.headers) == gzipped
+    body = gzip.decompress(r.body) if gzipped else r.body
+    assert b'pqd_test_value{probe="default"} 42.0\n' in body
+    assert r.headers["vary"] == "Accept-Encoding, Accept"
+
+
 def test_metrics_name_filter_is_passed_through() -> None:
     fake = metrics_fake()
     Gauge("pqd_other", "Another.", registry=fake.registry).set(1)
