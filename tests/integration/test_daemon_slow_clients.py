@@ -1,6 +1,8 @@
 """The slow-client check against a real `pqd run` (the in-process server is covered in
 test_server_slow_clients.py): 500 idle connections and 50 half-sent requests held open, over
-plain HTTP and TLS; 50 scrapes still answer with p99 < 100 ms and pqd's thread count stays put."""
+plain HTTP and TLS; no scrape fails, pqd's thread count stays put, and the p99 of 50 scrapes
+stays within a small factor of the p99 without slow clients measured in the same run (an
+absolute limit fails on a busy machine; the absolute figures are in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from tests.integration.pqd_process import PqdProcess, wait_until
 from tests.tls_support import make_ca, make_leaf
 
 IDLE, HALF_SENT, SCRAPES = 500, 50, 50
+#: How much slower a scrape may get with the slow clients open than without them. The floor
+#: keeps a sub-millisecond baseline from turning scheduling noise into a failure.
+SLOWDOWN_FACTOR, BASELINE_FLOOR_SECONDS = 5.0, 0.010
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +60,7 @@ def test_scrapes_of_a_real_pqd_stay_fast_with_slow_clients(tmp_path: Path, schem
         wait_until(lambda: _scrape_seconds(pqd.port, client_ctx) is not None, "a first scrape")
         me = psutil.Process(pqd.proc.pid)
         threads_before = me.num_threads()
+        baseline = [_scrape_seconds(pqd.port, client_ctx) for _ in range(SCRAPES)]
 
         for _ in range(IDLE):
             held.append(socket.create_connection(("127.0.0.1", pqd.port), timeout=30))
@@ -72,18 +78,29 @@ def test_scrapes_of_a_real_pqd_stay_fast_with_slow_clients(tmp_path: Path, schem
             latencies.append(seconds)
         threads_during = me.num_threads()
         connections = len(me.net_connections(kind="tcp"))
+        for sock in held:
+            sock.close()
+        # The machine's load may change during the run: a baseline on each side of it.
+        baseline += [_scrape_seconds(pqd.port, client_ctx) for _ in range(SCRAPES)]
     finally:
         for sock in held:
             with contextlib.suppress(OSError):
                 sock.close()
         pqd.stop()
 
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
-    assert p99 < 0.100, f"p99 {p99 * 1000:.1f} ms"
+    assert None not in baseline
+    base_p99 = max(_p99(baseline[:SCRAPES]), _p99(baseline[SCRAPES:]))  # type: ignore[arg-type]
+    p99 = _p99(latencies)
+    limit = SLOWDOWN_FACTOR * max(base_p99, BASELINE_FLOOR_SECONDS)
+    assert p99 <= limit, f"p99 {p99 * 1000:.1f} ms with slow clients, {base_p99 * 1000:.1f} without"
     assert connections >= IDLE + HALF_SENT  # the slow clients really were held open
     # No thread per connection (the server's threads are a fixed pool).
     assert threads_during <= threads_before + 2
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def _logged_port(pqd: PqdProcess) -> int | None:
