@@ -101,6 +101,10 @@ _CLOSE_GRACE_SECONDS: Final = 1.0  # to send a last error response before closin
 # fds left for everything else in the process (cycles start pools, pipes and a Manager).
 _FD_HEADROOM_MIN: Final = 128
 _REALM: Final = 'Basic realm="pqd"'
+#: Answered without basic auth (TLS, a property of the connection, still applies): liveness and
+#: readiness probes (the kubelet's, Docker's HEALTHCHECK) carry no credentials, and these
+#: pages say only whether pqd is healthy and ready.
+AUTH_EXEMPT_PATHS: Final = frozenset({"/-/healthy", "/-/ready"})
 # What Go's net/http answers on a TLS port to a plain HTTP request, which is what clients expect.
 _PLAIN_TO_TLS: Final = (
     b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n"
@@ -1114,7 +1118,7 @@ class HttpServer:
                 return
         user: str | None = None
         check: _AuthCheck | None = None
-        if active.config.basic_auth_users:
+        if active.config.basic_auth_users and head.path_info not in AUTH_EXEMPT_PATHS:
             verdict = self._auth.preflight(head.header("authorization"), active.config)
             if verdict is None:
                 self._respond(conn, _unauthorized(active, keep_alive, head_only), keep_alive, now)

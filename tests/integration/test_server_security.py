@@ -322,6 +322,36 @@ def test_plain_http_with_basic_auth(pki: Pki, serve: Callable[..., HttpServer]) 
     assert "'scheme': 'http'" in reply.body
 
 
+def test_health_endpoints_need_no_password_but_still_tls(
+    pki: Pki, serve: Callable[..., HttpServer]
+) -> None:
+    """Liveness and readiness probes carry no credentials; every other path still asks."""
+    config = pki.directory / "web.yml"
+    config.write_text(web_yaml(users={"alice": _hash("right")}, client_auth=None))
+    server = serve(config)
+    ctx = pki.client_context()
+
+    for path in ("/-/healthy", "/-/ready"):
+        reply = get(server, ctx, path=path)
+        assert reply.status == 200, path
+        assert "'user': None" in reply.body
+    for path in ("/", "/metrics", "/-/healthy/", "/-/reload"):
+        assert get(server, ctx, path=path).status == 401, path
+    # TLS is a property of the connection: plain HTTP to the TLS port gets no answer from pqd.
+    assert get_plain_status(server, "/-/healthy") != 200
+
+
+def get_plain_status(server: HttpServer, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # Files changed on disk
 
