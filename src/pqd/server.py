@@ -85,7 +85,9 @@ class ServerLimits:
     max_head_bytes: int = 16 * 1024  # request line + headers; beyond: 431
     max_headers: int = 100  # beyond: 431
     max_body_bytes: int = 1 << 20  # beyond: 413 (pqd's only POST, /-/reload, has no body)
-    config_check_interval: float = 1.0  # how often the web config files are stat()ed
+    config_check_interval: float = (
+        1.0  # web config files are stat()ed at most this often, on traffic
+    )
     auth_cache_size: int = 1024  # remembered bcrypt verdicts (each of ok and failed)
     # Uncached logins waiting for bcrypt; beyond this, new ones get 503 at once. Without a bound,
     # a flood of guesses would park every connection slot behind the slow checks, while clients
@@ -94,7 +96,6 @@ class ServerLimits:
 
 
 _RECV_BYTES: Final = 64 * 1024
-_TICK_SECONDS: Final = 0.25  # deadline sweep granularity
 _ACCEPT_BATCH: Final = 64
 _ACCEPT_PAUSE_SECONDS: Final = 0.1  # after EMFILE with nothing to evict
 _CLOSE_GRACE_SECONDS: Final = 1.0  # to send a last error response before closing
@@ -653,7 +654,6 @@ class HttpServer:
         self._auth_work: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._next_tick = 0.0
         self._next_config_check = 0.0
         self._accept_paused_until: float | None = None
         self._last_fd_warning = -math.inf
@@ -735,9 +735,10 @@ class HttpServer:
                         self._on_event(conn, mask, now)
                 self._take_finished(now)
                 self._serve_ready(now)
-                if now >= self._next_tick:
-                    self._next_tick = now + _TICK_SECONDS
-                    self._sweep(now)
+                self._sweep(now)
+                if events:
+                    # Web config files are looked at when there is traffic to serve with them
+                    # (at most once per config_check_interval), never on a timer.
                     self._check_config(now)
         except Exception:  # a bug here must be visible, not a silently dead server
             log.exception("http server I/O loop failed")
@@ -745,14 +746,19 @@ class HttpServer:
             self._close_all()
 
     def _select_timeout(self) -> float | None:
-        """How long the I/O thread may sleep. Deadlines only exist while connections are open;
-        with none, an idle pqd wakes only to look at the web config (if any), or not at all
-        (an accept or a worker's wake-up ends the wait)."""
-        if self._conns:
-            return _TICK_SECONDS
-        if self._config_path is not None:
-            return self._limits.config_check_interval
-        return None
+        """How long the I/O thread may sleep: until the earliest deadline (a connection's, or
+        the end of an accept pause), else until a socket or a worker wakes it. A keep-alive
+        connection between scrapes costs one wake-up, at its idle timeout."""
+        deadlines = [
+            conn.deadline
+            for conn in self._conns.values()
+            if conn.state is not _State.BUSY and conn.deadline != math.inf
+        ]
+        if self._accept_paused_until is not None:
+            deadlines.append(self._accept_paused_until)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _close_all(self) -> None:
         if self._closed:

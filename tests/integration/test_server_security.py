@@ -429,6 +429,8 @@ def test_broken_rotation_keeps_the_old_config(
     ctx = pki.client_context()
 
     def reload_messages() -> list[logging.LogRecord]:
+        # The files are looked at when there is traffic (never on a timer): send some.
+        get(server, ctx, path="/-/healthy")
         return [r for r in caplog.records if "web config" in r.getMessage()]
 
     atomic_write(config, "basic_auth_users:\n  alice: hunter2\n")  # a plain-text password
@@ -457,7 +459,10 @@ def test_broken_rotation_keeps_the_old_config(
 
     # Each failure is logged once, however often the unchanged files are checked again.
     seen = checks[0]
-    wait_until(lambda: checks[0] >= seen + 10, "ten more checks of the files")
+    wait_until(
+        lambda: reload_messages() is not None and checks[0] >= seen + 10,
+        "ten more checks of the files",
+    )
     assert len(reload_messages()) == 3
 
     # Fixed: picked up.
