@@ -3,7 +3,10 @@
 The format is the one Prometheus, node_exporter and every exporter built on
 prometheus/exporter-toolkit read from ``--web.config.file`` (its docs/web-configuration.md), so an
 operator can reuse the file they already have. Parsing is strict, as the toolkit's
-``yaml.UnmarshalStrict`` is: an unknown or duplicated key is an error, not a silent no-op.
+``yaml.UnmarshalStrict`` is: an unknown or duplicated key is an error, not a silent no-op. Values
+are decoded from the YAML nodes by Go's rules (go.yaml.in/yaml/v2), not PyYAML's: a string field
+takes any scalar as written (``X-XSS-Protection: 1`` is "1"), a bool takes YAML 1.1 words
+(``yes``, ``on``, ``y``) but not quoted text, null is Go's zero value.
 
 :func:`web_config_from_yaml` is pure; :func:`web_config_from_file` reads one file;
 :func:`ssl_context` reads the certificate files a config names and builds the server context.
@@ -17,15 +20,19 @@ the nearest behaviour that is never less strict, or refused with a message sayin
   expressed with OpenSSL through ``ssl``: refused. ``RequestClientCert`` (asked for, never
   required or verified) is served as ``NoClientCert``; pqd never looks at an unverified
   certificate, so the only difference is that clients are not asked for one.
+- ``client_allowed_sans: []`` (Go takes it, then refuses every client) is refused.
+- a bcrypt hash must be ASCII (Go would take other bytes, and no password could match them).
 - ``curve_preferences`` is validated but not applied (``ssl`` can set a single ECDH curve only).
 - ``http_server_config.http2`` is accepted; pqd speaks HTTP/1.1 only.
 """
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import functools
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -117,8 +124,34 @@ HEADER_VALUES: Final[Mapping[str, tuple[str, ...]]] = {
     "Content-Security-Policy": (),
 }
 
-_TOP_KEYS: Final = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
-#: tls_server_config keys whose value is a single string.
+# The Go type of every key, from tls_config.go (Config, TLSConfig, HTTPConfig, RateLimiterConfig),
+# decoded as go.yaml.in/yaml/v2's UnmarshalStrict does: see _DECODERS for what each accepts.
+_SCHEMA: Final[Mapping[str, Mapping[str, str]]] = {
+    "Config": {
+        "tls_server_config": "TLSConfig",
+        "http_server_config": "HTTPConfig",
+        "rate_limit": "RateLimiterConfig",
+        "basic_auth_users": "map[string]Secret",
+    },
+    "TLSConfig": {
+        "cert": "string",
+        "key": "Secret",
+        "client_ca": "string",
+        "cert_file": "string",
+        "key_file": "string",
+        "client_auth_type": "string",
+        "client_ca_file": "string",
+        "cipher_suites": "[]Cipher",
+        "curve_preferences": "[]Curve",
+        "min_version": "TLSVersion",
+        "max_version": "TLSVersion",
+        "prefer_server_cipher_suites": "bool",
+        "client_allowed_sans": "[]string",
+    },
+    "HTTPConfig": {"http2": "bool", "headers": "map[string]string"},
+    "RateLimiterConfig": {"burst": "int", "interval": "time.Duration"},
+}
+#: tls_server_config keys whose value is a single string; any of them set switches TLS on.
 _TLS_STRING_KEYS: Final = (
     "cert",
     "key",
@@ -127,32 +160,40 @@ _TLS_STRING_KEYS: Final = (
     "key_file",
     "client_auth_type",
     "client_ca_file",
-    "min_version",
-    "max_version",
 )
-_TLS_KEYS: Final = (
-    *_TLS_STRING_KEYS,
-    "client_allowed_sans",
-    "cipher_suites",
-    "prefer_server_cipher_suites",
-    "curve_preferences",
-)
-_HTTP_KEYS: Final = ("http2", "headers")
-_RATE_LIMIT_KEYS: Final = ("interval", "burst")
 
-# What Go's bcrypt.Cost accepts and the bcrypt package can check: $2a$, $2b$, $2x$, $2y$.
-_BCRYPT_RE: Final = re.compile(r"\$2[abxy]\$([0-9]{2})\$[./A-Za-z0-9]{53}")
-# Go's time.ParseDuration, which yaml.v2 uses for a time.Duration such as rate_limit.interval.
+# yaml.v2's resolve.go: the plain scalars it reads as null, booleans (YAML 1.1, "y"/"n" included),
+# special floats and numbers. Quoted and block scalars are always strings.
+_GO_NULLS: Final = ("", "~", "null", "Null", "NULL")
+_GO_BOOLS: Final[Mapping[str, bool]] = {
+    **dict.fromkeys(
+        ("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True
+    ),
+    **dict.fromkeys(
+        ("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False
+    ),
+}
+_GO_FLOAT_WORDS: Final[Mapping[str, float]] = {
+    **{w: float("nan") for w in (".nan", ".NaN", ".NAN")},
+    **{s + w: float(s + "inf") for s in ("", "+", "-") for w in (".inf", ".Inf", ".INF")},
+}
+_YAML_FLOAT: Final = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+# strconv.ParseInt(s, 0, 64): a sign, then hex, octal ("0o17" or "017"), binary or decimal.
+_GO_INT: Final = re.compile(
+    r"([-+]?)(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)"
+)
+_INT64: Final = 1 << 63
+# Go's time.ParseDuration, which yaml.v2 uses for a time.Duration given as a string.
 _GO_DURATION_PART: Final = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNIT_SECONDS: Final[Mapping[str, float]] = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
+_GO_UNIT_NS: Final[Mapping[str, int]] = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
 }
 _SECRET: Final = "<secret>"  # shown instead of a key or a password hash in errors
 
@@ -180,6 +221,7 @@ class TLSServerConfig:
 class HTTPServerConfig:
     http2: bool = True  # accepted for compatibility; pqd serves HTTP/1.1 only
     headers: tuple[tuple[str, str], ...] = ()  # added to every response; blank values dropped
+    # (values are latin-1 text of the bytes sent: the UTF-8 of the YAML text, as net/http sends)
 
 
 @dataclass(frozen=True)
@@ -187,7 +229,7 @@ class RateLimit:
     """A token bucket in front of every request: ``burst`` requests, one more per ``interval``."""
 
     interval: float  # seconds, > 0
-    burst: int
+    burst: int  # below 1, no request is let through (as in golang.org/x/time/rate)
 
 
 @dataclass(frozen=True)
@@ -206,49 +248,17 @@ class WebConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# YAML
+# YAML, decoded as Go's yaml.v2 UnmarshalStrict decodes it into the toolkit's structs
+
+_Node = Any  # a yaml.Node; PyYAML is imported on first use only
 
 
-@functools.cache
-def _strict_loader() -> type[Any]:
-    """safe_load, except that a key given twice is an error (PyYAML keeps the last one silently;
-    the toolkit's UnmarshalStrict refuses it, and a duplicated user is a likely mistake).
-
-    Built on first use: PyYAML (and bcrypt) are only loaded by a pqd that has a web config.
-    """
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[object, object]:
-        loader.flatten_mapping(node)
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key; construct_mapping reports it properly below
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-        return loader.construct_mapping(node, deep=True)
-
-    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    return StrictLoader
-
-
-def _load_yaml(text: str, source: str) -> object:
+def _load_yaml(text: str, source: str) -> _Node | None:
+    """The node tree: values are decoded from it by Go's rules, not by PyYAML's."""
     import yaml
 
     try:
-        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: safe
+        return yaml.compose(text, Loader=yaml.SafeLoader)  # a SafeLoader: safe
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -260,8 +270,121 @@ def _load_yaml(text: str, source: str) -> object:
         raise ConfigError(source, line, f"invalid YAML{where}: {problem}") from None
 
 
-# --------------------------------------------------------------------------------------------------
-# Typed access to the parsed document
+def _shown(node: _Node) -> object:
+    return node.value if node.id == "scalar" else f"<{node.id}>"
+
+
+def _resolve(node: _Node) -> object:
+    """What yaml.v2 makes of a scalar: None, a bool, an int, a float, or else its text."""
+    text: str = node.value
+    if node.style is not None:  # quoted or block
+        return text
+    if text in _GO_NULLS:
+        return None
+    if text in _GO_BOOLS:
+        return _GO_BOOLS[text]
+    if text in _GO_FLOAT_WORDS:
+        return _GO_FLOAT_WORDS[text]
+    if text[:1] == "." and _YAML_FLOAT.fullmatch(text):
+        return float(text)
+    if text[:1] not in ("+", "-", *"0123456789"):
+        return text
+    plain = text.replace("_", "")
+    match = _GO_INT.fullmatch(plain)
+    if match is not None:
+        digits = match[2]
+        base = 8 if digits[0] == "0" and digits[1:2].isdigit() else 0  # "017"
+        number = int(digits, base) * (-1 if match[1] == "-" else 1)
+        if -_INT64 <= number < _INT64 or (not match[1] and number < 2 * _INT64):
+            return number  # int64, or uint64 without a sign
+    if _YAML_FLOAT.fullmatch(plain):
+        return float(plain)
+    return text
+
+
+def _is_null(node: _Node) -> bool:
+    return node.id == "scalar" and _resolve(node) is None
+
+
+def _go_str(node: _Node, where: str, *, secret: bool = False) -> str | None:
+    """A Go string (or config.Secret): yaml.v2 takes any scalar as written, so ``1`` is "1" and
+    ``true`` is "true"; None for null (Go's zero value, "")."""
+    if node.id != "scalar":
+        raise ConfigError(where, _SECRET if secret else _shown(node), "must be a string")
+    return None if _is_null(node) else str(node.value)
+
+
+def _go_bool(node: _Node, where: str) -> bool:
+    value = _resolve(node) if node.id == "scalar" else node
+    if value is None or isinstance(value, bool):
+        return bool(value)  # null is Go's zero value, false
+    raise ConfigError(where, _shown(node), "must be true or false")
+
+
+def _go_int64(node: _Node, where: str, *, duration: bool = False) -> int:
+    """A Go int (64 bits) or time.Duration (in ns): yaml.v2 takes an integer, truncates a float,
+    and for a duration parses a string with time.ParseDuration."""
+    value = _resolve(node) if node.id == "scalar" else node
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+        return value
+    if isinstance(value, float) and not math.isnan(value) and value <= _INT64:
+        return int(value) if -_INT64 <= value < _INT64 else -_INT64  # Go's int64() on amd64
+    if isinstance(value, str) and duration:
+        return _go_duration(value, where)
+    problem = (
+        'must be a duration like "1s", "250ms" or "1m30s"' if duration else "must be an integer"
+    )
+    raise ConfigError(where, _shown(node), problem)
+
+
+def _go_duration(text: str, where: str) -> int:
+    """Go's time.ParseDuration, in nanoseconds: "1s", "1m30s", "-1.5h", "0"."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    if body == "0":
+        return 0
+    pos, total = 0, decimal.Decimal(0)
+    for match in _GO_DURATION_PART.finditer(body):
+        if match.start() != pos or match[1] in ("", "."):
+            break
+        total += decimal.Decimal(match[1]) * _GO_UNIT_NS[match[2]]
+        pos = match.end()
+    if pos != len(body) or not body:
+        raise ConfigError(where, text, 'must be a duration like "1s", "250ms" or "1m30s"')
+    if total >= _INT64:
+        raise ConfigError(where, text, "is out of range (Go's durations end at about 292 years)")
+    return -int(total) if text.startswith("-") else int(total)
+
+
+def _go_list(node: _Node, where: str) -> list[_Node] | None:
+    """A Go slice: a YAML list, or nil for null."""
+    if _is_null(node):
+        return None
+    if node.id != "sequence":
+        raise ConfigError(where, _shown(node), "must be a list of strings")
+    return list(node.value)
+
+
+def _go_map(node: _Node | None, where: str) -> dict[str, _Node]:
+    """A Go map or struct: keys are read as strings (``1:`` is "1"); a key given twice is an
+    error, as in UnmarshalStrict."""
+    if node is None or _is_null(node):
+        return {}
+    if node.id != "mapping":
+        raise ConfigError(
+            where or "<web-config>", _shown(node), "must be a mapping of keys to values"
+        )
+    import yaml
+
+    yaml.SafeLoader("").flatten_mapping(node)  # "<<: *anchor" merge keys, as yaml.v2 does
+    out: dict[str, _Node] = {}
+    for key_node, value_node in node.value:
+        key = _go_str(key_node, f"{where}.<key>" if where else "<key>") or ""
+        if key in out:
+            raise ConfigError(f"{where}.{key}" if where else key, key, "duplicate key")
+        out[key] = value_node
+    return out
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
@@ -269,53 +392,77 @@ def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
     return f"did you mean {close[0]}?" if close else f"known: {', '.join(choices)}"
 
 
-def _mapping(value: object, where: str) -> dict[str, object]:
-    if value is None:  # "tls_server_config:" with nothing under it, as Go's zero value
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(where, value, "must be a mapping of keys to values")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}.{key}", key, "keys must be strings")
+def _choice(value: str, where: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ConfigError(where, value, f"unknown {what} ({_did_you_mean(value, choices)})")
     return value
 
 
-def _check_keys(data: Mapping[str, object], known: tuple[str, ...], prefix: str) -> None:
-    for key in data:
-        if key not in known:
-            where = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(where, data[key], f"unknown key ({_did_you_mean(key, known)})")
+def _enum(node: _Node, where: str, choices: tuple[str, ...], what: str) -> str | None:
+    """The toolkit's TLSVersion, Cipher and Curve: UnmarshalYAML reads a string and looks it up
+    (exact case); yaml.v2 does not call it for null, which leaves Go's zero value (None)."""
+    value = _go_str(node, where)
+    return None if value is None else _choice(value, where, choices, what)
 
 
-def _string(data: Mapping[str, object], key: str, where: str, *, secret: bool = False) -> str:
-    """A string value; missing or null is "" (unset), as Go's zero value is."""
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(where, _SECRET if secret else value, "must be a string")
-    return value
+def _enum_list(choices: tuple[str, ...], what: str) -> Callable[[_Node, str], object]:
+    def decode(node: _Node, where: str) -> tuple[str, ...]:
+        items = (
+            _enum(item, f"{where}[{i}]", choices, what)
+            for i, item in enumerate(_go_list(node, where) or ())
+        )
+        return tuple(item for item in items if item is not None)
+
+    return decode
 
 
-def _bool(data: Mapping[str, object], key: str, where: str, default: bool) -> bool:
-    value = data.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ConfigError(where, value, "must be true or false")
-    return value
+def _go_string_map(secret: bool) -> Callable[[_Node, str], object]:
+    def decode(node: _Node, where: str) -> dict[str, str]:
+        items = _go_map(node, where).items()
+        return {k: _go_str(v, f"{where}.{k}", secret=secret) or "" for k, v in items}
+
+    return decode
 
 
-def _string_list(data: Mapping[str, object], key: str, where: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise ConfigError(where, value, "must be a list of strings")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ConfigError(f"{where}[{i}]", item, "must be a string")
-    return tuple(value)
+def _struct(name: str) -> Callable[[_Node | None, str], object]:
+    def decode(node: _Node | None, where: str) -> dict[str, object]:
+        fields = _SCHEMA[name]
+        out: dict[str, object] = {}
+        for key, value in _go_map(node, where).items():
+            path = f"{where}.{key}" if where else key
+            if key not in fields:
+                raise ConfigError(
+                    path, _shown(value), f"unknown key ({_did_you_mean(key, tuple(fields))})"
+                )
+            out[key] = _DECODERS[fields[key]](value, path)
+        return out
+
+    return decode
+
+
+#: How yaml.v2 decodes a node into each Go type of _SCHEMA.
+_DECODERS: Final[Mapping[str, Callable[[_Node, str], object]]] = {
+    "string": _go_str,
+    "Secret": functools.partial(_go_str, secret=True),
+    "bool": _go_bool,
+    "int": _go_int64,
+    "time.Duration": functools.partial(_go_int64, duration=True),
+    "[]string": lambda n, w: (
+        None
+        if (items := _go_list(n, w)) is None
+        else tuple(_go_str(x, f"{w}[{i}]") or "" for i, x in enumerate(items))
+    ),
+    "TLSVersion": lambda n, w: _enum(n, w, tuple(TLS_VERSIONS), "TLS version"),
+    "[]Cipher": _enum_list(tuple(CIPHER_SUITES), "cipher suite"),
+    "[]Curve": _enum_list(CURVES, "curve"),
+    "map[string]string": _go_string_map(secret=False),
+    "map[string]Secret": _go_string_map(secret=True),
+    **{name: _struct(name) for name in _SCHEMA},
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The toolkit's checks after decoding
 
 
 def _join_dir(base_dir: str | None, path: str) -> str | None:
@@ -327,49 +474,36 @@ def _join_dir(base_dir: str | None, path: str) -> str | None:
     return os.path.join(base_dir, path)
 
 
-def _choice(value: str, where: str, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
-        raise ConfigError(where, value, f"unknown {what} ({_did_you_mean(value, choices)})")
-    return value
-
-
-def _tls_config(raw: object, base_dir: str | None) -> TLSServerConfig | None:
+def _tls_config(data: Mapping[str, Any], base_dir: str | None) -> TLSServerConfig | None:
+    """ConfigToTLSConfig's checks; the values are already decoded and typed."""
     prefix = "tls_server_config"
-    data = _mapping(raw, prefix)
-    _check_keys(data, _TLS_KEYS, prefix)
 
     def where(key: str) -> str:
         return f"{prefix}.{key}"
 
-    strings = {key: _string(data, key, where(key), secret=key == "key") for key in _TLS_STRING_KEYS}
-    # The toolkit's TLSConfig.IsEnabled: any of these switches TLS on; none of them means plain
-    # HTTP even if, say, min_version is set.
-    enabling = ("cert_file", "cert", "key_file", "key", "client_ca_file", "client_ca")
-    if not any(strings[k] for k in (*enabling, "client_auth_type")):
+    strings: dict[str, str] = {key: data.get(key) or "" for key in _TLS_STRING_KEYS}
+    # IsEnabled: any of these switches TLS on; none of them means plain HTTP.
+    if not any(strings.values()):
         return None
+    if not strings["cert_file"] and not strings["cert"]:
+        raise ConfigError(where("cert_file"), "", "missing one of cert or cert_file")
+    if not strings["key_file"] and not strings["key"]:
+        raise ConfigError(where("key_file"), "", "missing one of key or key_file")
+    # Given both, the toolkit reads the file and ignores the inline PEM.
     for inline, path in (
         ("cert", "cert_file"),
         ("key", "key_file"),
         ("client_ca", "client_ca_file"),
     ):
-        if strings[inline] and strings[path]:
-            raise ConfigError(
-                where(inline),
-                _SECRET if inline == "key" else "<inline PEM>",
-                f"give either {inline} or {path}, not both",
-            )
-    if not strings["cert_file"] and not strings["cert"]:
-        raise ConfigError(where("cert_file"), "", "missing one of cert or cert_file")
-    if not strings["key_file"] and not strings["key"]:
-        raise ConfigError(where("key_file"), "", "missing one of key or key_file")
+        if strings[path]:
+            strings[inline] = ""
 
     auth = strings["client_auth_type"] or "NoClientCert"
     auth = _CLIENT_AUTH_ALIASES.get(auth, auth)
     _choice(auth, where("client_auth_type"), CLIENT_AUTH_TYPES, "client_auth_type")
     if auth in _UNSUPPORTED_CLIENT_AUTH:
         raise ConfigError(where("client_auth_type"), auth, _UNSUPPORTED_CLIENT_AUTH[auth])
-    has_ca = bool(strings["client_ca_file"] or strings["client_ca"])
-    if has_ca and auth == "NoClientCert":
+    if (strings["client_ca_file"] or strings["client_ca"]) and auth == "NoClientCert":
         raise ConfigError(
             where("client_auth_type"),
             auth,
@@ -377,31 +511,17 @@ def _tls_config(raw: object, base_dir: str | None) -> TLSServerConfig | None:
             "use RequireAndVerifyClientCert",
         )
 
-    sans = _string_list(data, "client_allowed_sans", where("client_allowed_sans"))
-    if "client_allowed_sans" in data and auth != "RequireAndVerifyClientCert":
+    sans: tuple[str, ...] | None = data.get("client_allowed_sans")
+    if sans is not None and auth != "RequireAndVerifyClientCert":
         raise ConfigError(
             where("client_allowed_sans"),
             list(sans),
             "needs client_auth_type RequireAndVerifyClientCert (a client may otherwise connect "
             "without a certificate to match)",
         )
-
-    versions = tuple(TLS_VERSIONS)
-    min_version = _choice(
-        strings["min_version"] or "TLS12", where("min_version"), versions, "TLS version"
-    )
-    max_version = _choice(
-        strings["max_version"] or "TLS13", where("max_version"), versions, "TLS version"
-    )
-    if TLS_VERSIONS[min_version] > TLS_VERSIONS[max_version]:
-        raise ConfigError(where("min_version"), min_version, f"is above max_version {max_version}")
-
-    ciphers = _string_list(data, "cipher_suites", where("cipher_suites"))
-    for i, name in enumerate(ciphers):
-        _choice(name, f"{where('cipher_suites')}[{i}]", tuple(CIPHER_SUITES), "cipher suite")
-    curves = _string_list(data, "curve_preferences", where("curve_preferences"))
-    for i, name in enumerate(curves):
-        _choice(name, f"{where('curve_preferences')}[{i}]", CURVES, "curve")
+    if sans == ():
+        # Go takes it and then refuses every client; pqd reads no list as "no SAN check".
+        raise ConfigError(where("client_allowed_sans"), [], "is empty: no client could connect")
 
     return TLSServerConfig(
         cert_file=_join_dir(base_dir, strings["cert_file"]),
@@ -411,111 +531,71 @@ def _tls_config(raw: object, base_dir: str | None) -> TLSServerConfig | None:
         client_ca_file=_join_dir(base_dir, strings["client_ca_file"]),
         client_ca=strings["client_ca"] or None,
         client_auth_type=auth,
-        client_allowed_sans=sans,
-        min_version=min_version,
-        max_version=max_version,
-        cipher_suites=ciphers,
-        prefer_server_cipher_suites=_bool(
-            data, "prefer_server_cipher_suites", where("prefer_server_cipher_suites"), True
-        ),
-        curve_preferences=curves,
+        client_allowed_sans=sans or (),
+        # null is Go's zero value, which crypto/tls reads as its defaults: TLS 1.2 to 1.3.
+        min_version=data.get("min_version") or "TLS12",
+        max_version=data.get("max_version") or "TLS13",
+        cipher_suites=data.get("cipher_suites", ()),
+        prefer_server_cipher_suites=data.get("prefer_server_cipher_suites", True),
+        curve_preferences=data.get("curve_preferences", ()),
     )
 
 
-def _http_config(raw: object) -> HTTPServerConfig:
-    prefix = "http_server_config"
-    data = _mapping(raw, prefix)
-    _check_keys(data, _HTTP_KEYS, prefix)
-    headers_where = f"{prefix}.headers"
-    headers = _mapping(data.get("headers"), headers_where)
+def _http_config(data: Mapping[str, Any]) -> HTTPServerConfig:
     out: list[tuple[str, str]] = []
+    headers: dict[str, str] = data.get("headers", {})
     for name, value in headers.items():
-        where = f"{headers_where}.{name}"
+        where = f"http_server_config.headers.{name}"
+        # validateHeaderConfig: exact names; enumerated values compared exactly ("" included).
         if name not in HEADER_VALUES:
             raise ConfigError(
                 where,
                 value,
                 f"this header cannot be set ({_did_you_mean(name, tuple(HEADER_VALUES))})",
             )
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise ConfigError(where, value, "must be a string")
-        if not value:  # "Unset if blank"
-            continue
         allowed = HEADER_VALUES[name]
         if allowed and value not in allowed:
             raise ConfigError(where, value, f"must be one of {', '.join(allowed)}")
-        if not value.isprintable() or not value.isascii():
-            raise ConfigError(where, value, "must be printable ASCII on one line")
-        out.append((name, value))
-    return HTTPServerConfig(http2=_bool(data, "http2", f"{prefix}.http2", True), headers=tuple(out))
+        # What net/http sends: CR and LF as spaces, the ends trimmed, the (UTF-8) bytes as they
+        # are; pqd writes headers as latin-1. Blank is "unset if blank".
+        wire = value.replace("\r", " ").replace("\n", " ").strip(" \t")
+        if wire:
+            out.append((name, wire.encode().decode("latin-1")))
+    return HTTPServerConfig(http2=data.get("http2", True), headers=tuple(out))
 
 
-def _users(raw: object) -> tuple[tuple[str, str], ...]:
-    prefix = "basic_auth_users"
-    data = _mapping(raw, prefix)
-    users: list[tuple[str, str]] = []
-    for user, hashed in data.items():
-        where = f"{prefix}.{user}"
-        if not user or ":" in user or not user.isprintable():
-            # Basic auth sends "user:password"; a colon in the name can never match.
-            raise ConfigError(where, user, "user names must be printable and contain no colon")
-        if not isinstance(hashed, str):
-            raise ConfigError(where, _SECRET, "must be a bcrypt hash string, e.g. $2y$10$...")
-        match = _BCRYPT_RE.fullmatch(hashed)
-        if match is None:
-            # Never echo the value: it may be a plain-text password pasted by mistake.
-            raise ConfigError(
-                where, _SECRET, "is not a bcrypt hash (make one with: pqd hash-password)"
-            )
-        if not 4 <= int(match[1]) <= 31:
-            raise ConfigError(where, _SECRET, "bcrypt cost must be from 4 to 31")
-        users.append((user, hashed))
-    return tuple(users)
-
-
-def _go_duration(value: object, where: str) -> float:
-    """Seconds in a Go duration ("1s", "1m30s", "250ms", "0"); yaml.v2 also takes an integer of
-    nanoseconds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        seconds = value / 1e9
-    elif isinstance(value, str):
-        if value == "0":
-            return 0.0
-        pos, seconds = 0, 0.0
-        text = value.removeprefix("+")
-        for match in _GO_DURATION_PART.finditer(text):
-            if match.start() != pos or match[1] in ("", "."):
-                break
-            seconds += float(match[1]) * _GO_UNIT_SECONDS[match[2]]
-            pos = match.end()
-        if pos != len(text) or not text:
-            raise ConfigError(where, value, 'must be a duration like "1s", "250ms" or "1m30s"')
-    else:
-        raise ConfigError(where, value, 'must be a duration like "1s", "250ms" or "1m30s"')
-    if seconds < 0:
-        raise ConfigError(where, value, "must not be negative")
-    return seconds
-
-
-def _rate_limit(raw: object) -> RateLimit | None:
-    prefix = "rate_limit"
-    data = _mapping(raw, prefix)
-    _check_keys(data, _RATE_LIMIT_KEYS, prefix)
-    interval = _go_duration(data.get("interval", 0), f"{prefix}.interval")
-    burst = data.get("burst", 0)
-    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
-        raise ConfigError(f"{prefix}.burst", burst, "must be an integer of 0 or more")
-    if interval == 0:  # the toolkit's "set to 0 to disable"
-        return None
-    if burst < 1:
-        raise ConfigError(
-            f"{prefix}.burst",
-            burst,
-            "must be at least 1 when interval is set (else no request is ever let through)",
+def _bcrypt_problem(hashed: str) -> str | None:
+    """golang.org/x/crypto/bcrypt's Cost(), which is all the toolkit checks a hash with."""
+    if not hashed.isascii():
+        return "is not a bcrypt hash: not ASCII"  # pqd compares hashes as ASCII bytes
+    if len(hashed) < 59:  # bcrypt's minHashSize
+        return "is not a bcrypt hash: too short (make one with: pqd hash-password)"
+    if hashed[0] != "$" or hashed[1] > "2":
+        return (
+            "is not a bcrypt hash: no $2a$, $2b$ or $2y$ prefix (make one with: pqd hash-password)"
         )
-    return RateLimit(interval=interval, burst=burst)
+    cost = hashed[3:5] if hashed[2] == "$" else hashed[4:6]
+    if re.fullmatch(r"[-+]?[0-9]+", cost) is None or not 4 <= int(cost) <= 31:
+        return "bcrypt cost must be from 4 to 31"
+    return None
+
+
+def _users(users: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    for user, hashed in users.items():
+        problem = _bcrypt_problem(hashed)
+        if problem is not None:
+            # Never echo the value: it may be a plain-text password pasted by mistake.
+            raise ConfigError(f"basic_auth_users.{user}", _SECRET, problem)
+    return tuple(users.items())
+
+
+def _rate_limit(data: Mapping[str, Any]) -> RateLimit | None:
+    interval: int = data.get("interval", 0)
+    if interval <= 0:
+        # 0 is the toolkit's "disabled"; below 0, rate.Every gives rate.Inf, which limits nothing.
+        return None
+    # A burst below 1 lets no request through, as golang.org/x/time/rate does.
+    return RateLimit(interval=interval / 1e9, burst=data.get("burst", 0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,13 +608,15 @@ def web_config_from_yaml(
     """Parse and validate a web config. Relative file paths are joined with ``base_dir`` (the
     toolkit resolves them against the config file's directory); ``source`` names the text in
     syntax errors. Does no I/O: whether the files exist is checked by :func:`ssl_context`."""
-    data = _mapping(_load_yaml(text, source), source)
-    _check_keys(data, _TOP_KEYS, "")
+    root = _load_yaml(text, source)
+    if root is not None and root.id != "mapping" and not _is_null(root):
+        raise ConfigError(source, _shown(root), "must be a mapping of keys to values")
+    data: Mapping[str, Any] = _DECODERS["Config"](root, "")  # type: ignore[assignment]
     return WebConfig(
-        tls=_tls_config(data.get("tls_server_config"), base_dir),
-        http=_http_config(data.get("http_server_config")),
-        basic_auth_users=_users(data.get("basic_auth_users")),
-        rate_limit=_rate_limit(data.get("rate_limit")),
+        tls=_tls_config(data.get("tls_server_config", {}), base_dir),
+        http=_http_config(data.get("http_server_config", {})),
+        basic_auth_users=_users(data.get("basic_auth_users", {})),
+        rate_limit=_rate_limit(data.get("rate_limit", {})),
     )
 
 
