@@ -19,6 +19,7 @@ SCRIPTS = {
     "idle.py": "## Idle footprint",
     "scrape.py": "## Scrape /metrics",
     "scaling.py": "## Scaling with pool size",
+    "wakeups.py": "## Wake-ups of an idle pqd",
 }
 #: More that a script must print.
 ALSO = {
