@@ -4,10 +4,10 @@ Two sweeps of run_cycle() in this process (forkserver unless ``--start-method``)
 ``--repeat`` times interleaved with the bare standard-library loop of benchmarks/_bare.py doing
 the same work: pool size 1 -> 32 (5 items per producer) and items per producer 3 -> 10,000
 (4 workers); 5 rounds, queue maxsize 3, as the default probe. Per-operation latency is what the
-workers measured around each put_nowait/get_nowait (median over the cycle's operations; a
-producer's put beyond the third meets a full queue and raises queue.Full, which is still one
-round trip to the Manager). Writes a PNG (matplotlib, Agg) and states how the cost grows from a
-least-squares line through each sweep.
+workers measured around each put_nowait/get_nowait (the mean over the cycle's operations, from
+the workers' bucketed totals; a producer's put beyond the third meets a full queue and raises
+queue.Full, which is still one round trip to the Manager). Writes a PNG (matplotlib, Agg) and
+states how the cost grows from a least-squares line through each sweep.
 
     .venv/bin/python benchmarks/scaling.py [--quick] [--repeat N] [--plot PATH]
 """
@@ -95,11 +95,11 @@ def main() -> int:
                         raise RuntimeError(f"{workers}x{items}: {result.reason}: {result.detail}")
                     pw.append(m.wall)
                     pc.append(m.cpu)
-                    puts.append(statistics.median(result.operation_seconds("put")))
-                    gets.append(statistics.median(result.operation_seconds("get")))
-                    ops = len(result.operation_seconds("put")) + len(
-                        result.operation_seconds("get")
-                    )
+                    # Workers report bucketed durations (pqd.bounds): the mean per operation.
+                    put, get = result.operations("put"), result.operations("get")
+                    puts.append(put.total / max(sum(put.counts), 1))
+                    gets.append(get.total / max(sum(get.counts), 1))
+                    ops = sum(put.counts) + sum(get.counts)
                 else:
                     m = c.measure(
                         lambda w=workers, n=items: _bare.bare_cycle(

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pqd.results import CycleResult
+from pqd.results import CycleResult, JobLedger, JobReport
+from pqd.workers import Tally
+
+
+def tallied(seconds: tuple[float, ...]) -> dict[str, Any]:
+    """JobReport fields for queue operations that took ``seconds``, bucketed as a worker does."""
+    tally = Tally()
+    for value in seconds:
+        tally.operation(value)
+    return {
+        "operation_counts": tuple(tally.operation_counts),
+        "operation_total": tally.operation_total,
+    }
 
 
 def seed_shaped_result(**overrides: Any) -> CycleResult:
@@ -42,4 +54,11 @@ def seed_shaped_result(**overrides: Any) -> CycleResult:
         jobs=(),
     )
     fields.update(overrides)
+    # Operation totals follow the jobs, as the runner's ledger makes them.
+    ledger = JobLedger()
+    for report in fields["jobs"]:
+        assert isinstance(report, JobReport)
+        ledger.add(report)
+    fields.setdefault("put_operations", ledger.put)
+    fields.setdefault("get_operations", ledger.get)
     return CycleResult(**fields)

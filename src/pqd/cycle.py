@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 from pqd import containment, workers
 from pqd.containment import ProbeCgroup, ProcessRef
 from pqd.probe import ProbeConfig
-from pqd.results import CycleResult, HelperProcess, JobKind, JobReport
+from pqd.results import CycleResult, HelperProcess, JobKind, JobLedger, JobReport
 
 T = TypeVar("T")
 
@@ -248,7 +248,7 @@ class _Cycle:
         self.pool: multiprocessing.pool.Pool | None = None
         self.pool_processes: list[Any] = []
         self.probe_queue: Any = None
-        self.reports: list[JobReport] = []
+        self.ledger = JobLedger()
         self.job_counter = 0
         self.jobs_failed = 0
         self.depth_max = 0
@@ -401,14 +401,16 @@ class _Cycle:
             host_pid_count=int(outcome["host_pid_count"]),
             started_at=float(outcome["started_at"]),
             items=tuple(outcome["items"]),
+            item_count=int(outcome["item_count"]),
             full_events=int(outcome["full_events"]),
-            operation_seconds=tuple(outcome["operation_seconds"]),
+            operation_counts=tuple(outcome["operation_counts"]),
+            operation_total=float(outcome["operation_total"]),
             error=None,
             job_counter=self.job_counter,
             queue_depth_after=depth,
             workers_live_after=live,
         )
-        self.reports.append(report)
+        self.ledger.add(report)
         self.observer.job_finished(report)
 
     def wait_for_job(
@@ -449,9 +451,7 @@ class _Cycle:
     def check_counts(self) -> None:
         probe = self.probe
         expected_jobs = 2 * probe.rounds
-        put = sum(len(r.items) for r in self.reports if r.kind == "producer")
-        got = sum(len(r.items) for r in self.reports if r.kind == "consumer")
-        full = sum(r.full_events for r in self.reports)
+        put, got, full = self.ledger.items_put, self.ledger.items_got, self.ledger.full_events
         if (
             self.job_counter != expected_jobs
             or put + full != probe.rounds * probe.items_per_producer
@@ -713,7 +713,7 @@ def run_cycle(
     pid_count_after = containment.host_pid_count()
     cpu_seconds = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup) - cpu_before
     ended_at = time.time()
-    reports = tuple(cycle.reports)
+    ledger = cycle.ledger
     return CycleResult(
         probe=probe.name,
         cycle_id=cycle.cycle_id,
@@ -732,9 +732,9 @@ def run_cycle(
         detail="ok" if failure is None else failure.detail,
         jobs_completed=cycle.job_counter,
         jobs_failed=cycle.jobs_failed,
-        queue_full_events=sum(r.full_events for r in reports),
-        items_put=sum(len(r.items) for r in reports if r.kind == "producer"),
-        items_got=sum(len(r.items) for r in reports if r.kind == "consumer"),
+        queue_full_events=ledger.full_events,
+        items_put=ledger.items_put,
+        items_got=ledger.items_got,
         queue_depth_max=cycle.depth_max,
         host_pid_count_before=pid_count_before,
         host_pid_count_during=pid_count_during,
@@ -748,7 +748,10 @@ def run_cycle(
             if pid not in helpers_before
         ),
         phase_seconds=dict(cycle.phase_seconds),
-        jobs=reports,
+        jobs=ledger.kept(),
+        jobs_not_kept=ledger.not_kept,
+        put_operations=ledger.put,
+        get_operations=ledger.get,
         containment="subreaper" if cgroup is None else "cgroup",
         cpu_seconds=max(cpu_seconds, 0.0),
         max_rss_bytes=cycle.peak_rss or None,

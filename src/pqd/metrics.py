@@ -33,6 +33,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
+from pqd.bounds import OPERATION_BUCKETS as OPERATION_BUCKETS  # bucketed by the workers
 from pqd.results import CONTAINMENTS, FAILURE_REASONS, PHASES, CycleResult, LiveSample
 
 #: Why a due cycle did not run. ``overlap``: it was due while the previous cycle of that probe was
@@ -47,11 +48,6 @@ OPERATIONS: Final = ("put", "get")
 #: tens of seconds with the seed's 1 s pause, and a timeout can take minutes.
 DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-#: One put_nowait/get_nowait on a Manager queue proxy is a round trip over a socket: tens of
-#: microseconds when healthy, milliseconds when the Manager is starved.
-OPERATION_BUCKETS: Final = (
-    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-)  # fmt: skip
 
 # The HELP suffix design §2 promises for every last-cycle gauge.
 _LAST = " (value from the most recent completed cycle)"
@@ -515,8 +511,12 @@ class PqdMetrics:
             # None is "not measured"; a counter cannot go down, and NaN would poison it for good.
             if measured is not None and not 0 <= measured < math.inf:
                 raise ValueError(f"{field} must be finite and >= 0, got {measured!r}")
-        # Bucketing up to millions of operation durations is the slow part: do it unlocked.
-        batches = {op: self._op_hist.bucket(result.operation_seconds(op)) for op in OPERATIONS}
+        # The workers bucketed their operations already (pqd.bounds): a cycle is a few numbers.
+        batches = {
+            op: _Batch(ops.counts, ops.total)
+            for op in OPERATIONS
+            if (ops := result.operations(op)).counts
+        }
 
         name = result.probe
         with self._lock:

@@ -6,9 +6,12 @@ Nothing here imports multiprocessing, psutil or prometheus_client, so every laye
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from pqd.bounds import TRACE_JOBS
 
 JobKind = Literal["producer", "consumer"]
 
@@ -42,13 +45,70 @@ class JobReport:
     parent_pid: int
     host_pid_count: int
     started_at: float  # Unix time, taken in the worker
-    items: tuple[str, ...]  # items put (producer) or got (consumer), in order
+    items: tuple[str, ...]  # the first items put (producer) or got (consumer), at most TRACE_ITEMS
+    item_count: int  # every item put or got
     full_events: int  # queue.Full raised by put_nowait (producer only)
-    operation_seconds: tuple[float, ...]  # one duration per put_nowait/get_nowait, in the worker
+    # put_nowait/get_nowait durations measured in the worker: counts per OPERATION_BUCKETS bucket
+    # (+Inf last) and their sum, so a job of a million operations is a few numbers.
+    operation_counts: tuple[int, ...]
+    operation_total: float
     error: str | None  # repr of what the job raised, None if it returned normally
     job_counter: int  # jobs finished in this cycle once this one had (the seed's count(N))
     queue_depth_after: int  # parent's sample after the job; -1 if it could not be taken
     workers_live_after: int  # parent's sample after the job
+
+
+@dataclass(frozen=True)
+class Operations:
+    """Queue operation durations of a cycle: counts per OPERATION_BUCKETS bucket, +Inf last."""
+
+    counts: tuple[int, ...] = ()
+    total: float = 0.0
+
+    def add(self, counts: tuple[int, ...], total: float) -> Operations:
+        if not self.counts:
+            return Operations(tuple(counts), total)
+        return Operations(
+            tuple(a + b for a, b in zip(self.counts, counts, strict=True)), self.total + total
+        )
+
+
+class JobLedger:
+    """Every job of a cycle counted; the first and the last TRACE_JOBS // 2 reports kept. The
+    runner and pqd each keep one, so neither holds more than that whatever the probe's size."""
+
+    def __init__(self) -> None:
+        self.first: list[JobReport] = []
+        self.last: deque[JobReport] = deque(maxlen=TRACE_JOBS // 2)
+        self.count = 0
+        self.full_events = 0
+        self.items_put = 0
+        self.items_got = 0
+        self.depth_max = 0
+        self.put = Operations()
+        self.get = Operations()
+
+    def add(self, report: JobReport) -> None:
+        if len(self.first) < TRACE_JOBS // 2:
+            self.first.append(report)
+        else:
+            self.last.append(report)
+        self.count += 1
+        self.full_events += report.full_events
+        self.depth_max = max(self.depth_max, report.queue_depth_after)
+        if report.kind == "producer":
+            self.items_put += report.item_count
+            self.put = self.put.add(report.operation_counts, report.operation_total)
+        else:
+            self.items_got += report.item_count
+            self.get = self.get.add(report.operation_counts, report.operation_total)
+
+    def kept(self) -> tuple[JobReport, ...]:
+        return (*self.first, *self.last)
+
+    @property
+    def not_kept(self) -> int:
+        return self.count - len(self.first) - len(self.last)
 
 
 @dataclass(frozen=True)
@@ -106,14 +166,18 @@ class CycleResult:
     cpu_seconds: float | None = None  # user + system CPU of the probe's whole tree in the cycle
     max_rss_bytes: int | None = None  # peak RSS of the largest process of the cycle
     leaked_commands: tuple[str, ...] = ()  # command line of each of leaked_pids, same order
+    # Memory stays bounded whatever the probe's size (pqd.bounds): ``jobs`` keeps the first and
+    # the last TRACE_JOBS // 2 reports, and the totals above and below count every job.
+    jobs_not_kept: int = 0
+    put_operations: Operations = Operations()
+    get_operations: Operations = Operations()
 
     @property
     def pid_count_delta(self) -> int:
         return self.host_pid_count_after - self.host_pid_count_before
 
-    def operation_seconds(self, operation: Literal["put", "get"]) -> tuple[float, ...]:
-        kind = "producer" if operation == "put" else "consumer"
-        return tuple(s for job in self.jobs if job.kind == kind for s in job.operation_seconds)
+    def operations(self, operation: Literal["put", "get"]) -> Operations:
+        return self.put_operations if operation == "put" else self.get_operations
 
 
 def result_to_dict(result: CycleResult) -> dict[str, Any]:
@@ -124,7 +188,7 @@ def result_to_dict(result: CycleResult) -> dict[str, Any]:
 def job_report_from_dict(data: Mapping[str, Any]) -> JobReport:
     fields = dict(data)
     fields["items"] = tuple(fields["items"])
-    fields["operation_seconds"] = tuple(fields["operation_seconds"])
+    fields["operation_counts"] = tuple(fields["operation_counts"])
     return JobReport(**fields)
 
 
@@ -136,4 +200,7 @@ def result_from_dict(data: Mapping[str, Any]) -> CycleResult:
     fields["leaked_pids"] = tuple(fields["leaked_pids"])
     fields["leaked_commands"] = tuple(fields.get("leaked_commands", ()))
     fields["phase_seconds"] = dict(fields["phase_seconds"])
+    for name in ("put_operations", "get_operations"):
+        raw = fields.get(name) or {}
+        fields[name] = Operations(tuple(raw.get("counts", ())), float(raw.get("total", 0.0)))
     return CycleResult(**fields)

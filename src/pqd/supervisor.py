@@ -29,7 +29,7 @@ from pqd.containment import ProbeCgroup
 from pqd.probe import ProbeConfig
 from pqd.results import (
     CycleResult,
-    JobReport,
+    JobLedger,
     LiveSample,
     job_report_from_dict,
     result_from_dict,
@@ -98,7 +98,7 @@ class _Progress:
     t0: float
     pid_count_before: int = -1
     processes_at: float | None = None
-    reports: list[JobReport] = field(default_factory=list)
+    jobs: JobLedger = field(default_factory=JobLedger)
     failing: tuple[str, str] | None = None
     failing_at: float | None = None
     result: CycleResult | None = None
@@ -430,7 +430,7 @@ def _apply(progress: _Progress, event: dict[str, Any], observer: Observer | None
         progress.processes_at = time.monotonic()
     elif kind == "job":
         report = job_report_from_dict(event["report"])
-        progress.reports.append(report)
+        progress.jobs.add(report)
         if observer is not None:
             observer.job_finished(
                 LiveSample(progress.probe.name, report.queue_depth_after, report.workers_live_after)
@@ -467,7 +467,7 @@ def _blame(
         if status in ("T", "t") and role_of(pid) != "other":
             return "helper_died", f"{role_of(pid)} pid {pid} is stopped (state {status})"
     if not detail:
-        done = len(progress.reports)
+        done = progress.jobs.count
         kind = "producer" if done % 2 == 0 else "consumer"
         where = (
             "starting the Manager and the pool"
@@ -489,7 +489,7 @@ def _killed_result(
     max_rss_bytes: int | None = None,
 ) -> CycleResult:
     """The result of a cycle pqd ended itself, from what the runner had streamed."""
-    probe, reports = progress.probe, tuple(progress.reports)
+    probe, jobs = progress.probe, progress.jobs
     now = time.monotonic()
     phases: dict[str, float] = {}
     if progress.processes_at is None:
@@ -497,7 +497,7 @@ def _killed_result(
     else:
         phases["pool_start"] = progress.processes_at - progress.t0
         phases["jobs"] = now - progress.processes_at
-    in_flight = progress.processes_at is not None and len(reports) < 2 * probe.rounds
+    in_flight = progress.processes_at is not None and jobs.count < 2 * probe.rounds
     return CycleResult(
         probe=probe.name,
         cycle_id=progress.cycle_id,
@@ -514,12 +514,12 @@ def _killed_result(
         success=False,
         reason=reason,
         detail=detail,
-        jobs_completed=len(reports),
+        jobs_completed=jobs.count,
         jobs_failed=1 if in_flight else 0,
-        queue_full_events=sum(r.full_events for r in reports),
-        items_put=sum(len(r.items) for r in reports if r.kind == "producer"),
-        items_got=sum(len(r.items) for r in reports if r.kind == "consumer"),
-        queue_depth_max=max((r.queue_depth_after for r in reports), default=0),
+        queue_full_events=jobs.full_events,
+        items_put=jobs.items_put,
+        items_got=jobs.items_got,
+        queue_depth_max=jobs.depth_max,
         host_pid_count_before=progress.pid_count_before,
         host_pid_count_during=-1,
         host_pid_count_after=_host_pid_count(),
@@ -527,7 +527,10 @@ def _killed_result(
         leaked_pids=(),
         helpers_started=(),
         phase_seconds=phases,
-        jobs=reports,
+        jobs=jobs.kept(),
+        jobs_not_kept=jobs.not_kept,
+        put_operations=jobs.put,
+        get_operations=jobs.get,
         containment="subreaper" if runner is None or runner.group is None else "cgroup",
         cpu_seconds=cpu_seconds,
         max_rss_bytes=max_rss_bytes,

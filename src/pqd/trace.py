@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pqd.bounds import TRACE_ITEMS, TRACE_JOBS
 from pqd.results import CycleResult
 
 SEPARATOR = "**********"
@@ -23,14 +24,19 @@ def render_trace(result: CycleResult) -> list[str]:
         f"{_timestamp(result.started_at)} {result.main_pid} {result.main_process_name} "
         f"{result.host_pid_count_before}"
     ]
-    for job in result.jobs:
+    for index, job in enumerate(result.jobs):
+        if result.jobs_not_kept and index == TRACE_JOBS // 2:
+            lines.append(f"... {result.jobs_not_kept} jobs not kept (pqd keeps the first and last)")
         lines.append(f"{_timestamp(job.started_at)} {job.pid} {job.process_name} {job.is_alive}")
         lines.append(f"parent:  {job.parent_pid}")
+        verb = "put in q" if job.kind == "producer" else "get from q"
+        lines.extend(f"{verb}：{item}" for item in job.items)
+        if job.item_count > len(job.items):
+            lines.append(f"(+{job.item_count - len(job.items)} more {verb})")
         if job.kind == "producer":
-            lines.extend(f"put in q：{item}" for item in job.items)
-            lines.extend("Full q !!!" for _ in range(job.full_events))
-        else:
-            lines.extend(f"get from q：{item}" for item in job.items)
+            lines.extend("Full q !!!" for _ in range(min(job.full_events, TRACE_ITEMS)))
+            if job.full_events > TRACE_ITEMS:
+                lines.append(f"(+{job.full_events - TRACE_ITEMS} more Full q !!!)")
         lines.append(str(("pid", job.pid, "pid count", job.host_pid_count, "name", str(job.round))))
         if job.kind == "consumer":
             lines.append(f"count({job.job_counter})")

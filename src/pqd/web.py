@@ -527,9 +527,14 @@ def _jobs_table(result: CycleResult) -> str:
             "yes" if job.is_alive else "no",
             job.parent_pid,
             job.host_pid_count,
-            " ".join(job.items),
+            " ".join(job.items)
+            + (
+                f" (+{job.item_count - len(job.items)} more)"
+                if job.item_count > len(job.items)
+                else ""
+            ),
             job.full_events,
-            len(job.operation_seconds),
+            sum(job.operation_counts),
             job.queue_depth_after,
             job.workers_live_after,
             job.error or "",

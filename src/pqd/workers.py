@@ -1,9 +1,10 @@
 """The jobs that run inside pool workers.
 
-Standard library only: spawn and forkserver children import this module, and every import here
-is paid for in each of them. Jobs return plain dicts, never exception objects: an exception that
-cannot be unpickled kills the pool's result handler (CPython gh-79492), so whatever a job raises
-is turned into a string here, in the worker.
+Standard library only (and the constants of pqd.bounds): spawn and forkserver children import
+this module, and every import here is paid for in each of them. Jobs return plain dicts, never
+exception objects: an exception that cannot be unpickled kills the pool's result handler
+(CPython gh-79492), so whatever a job raises is turned into a string here, in the worker.
+Whatever the probe's size, a job returns a bounded amount (pqd.bounds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from pqd.bounds import OPERATION_BUCKETS, TRACE_ITEMS, bucket_index
 
 JobOutcome = dict[str, Any]
 
@@ -47,11 +50,38 @@ def item_name(index: int) -> str:
     return name
 
 
-def produce(q: ProbeQueue, items_per_producer: int) -> tuple[list[str], int, list[float]]:
+class Tally:
+    """What one job reports of its items and queue operations, in bounded memory: the first
+    TRACE_ITEMS item names and a count of all, and durations as bucket counts and a sum."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.item_count = 0
+        self.operation_counts = [0] * (len(OPERATION_BUCKETS) + 1)
+        self.operation_total = 0.0
+
+    def item(self, name: str) -> None:
+        if self.item_count < TRACE_ITEMS:
+            self.items.append(name)
+        self.item_count += 1
+
+    def operation(self, seconds: float) -> None:
+        self.operation_counts[bucket_index(seconds)] += 1
+        self.operation_total += seconds
+
+    def outcome(self) -> JobOutcome:
+        return {
+            "items": self.items,
+            "item_count": self.item_count,
+            "operation_counts": self.operation_counts,
+            "operation_total": self.operation_total,
+        }
+
+
+def produce(q: ProbeQueue, items_per_producer: int) -> tuple[Tally, int]:
     """Put items without blocking; each queue.Full is one full-queue event, as in the seed."""
-    put: list[str] = []
+    tally = Tally()
     full_events = 0
-    durations: list[float] = []
     clock = time.perf_counter
     for index in range(items_per_producer):
         item = item_name(index)
@@ -59,28 +89,27 @@ def produce(q: ProbeQueue, items_per_producer: int) -> tuple[list[str], int, lis
         try:
             q.put_nowait(item)
         except queue.Full:
-            durations.append(clock() - began)
+            tally.operation(clock() - began)
             full_events += 1
             continue
-        durations.append(clock() - began)
-        put.append(item)
-    return put, full_events, durations
+        tally.operation(clock() - began)
+        tally.item(item)
+    return tally, full_events
 
 
-def consume(q: ProbeQueue) -> tuple[list[str], list[float]]:
+def consume(q: ProbeQueue) -> Tally:
     """Get items without blocking until the queue is empty."""
-    got: list[str] = []
-    durations: list[float] = []
+    tally = Tally()
     clock = time.perf_counter
     while True:
         began = clock()
         try:
             item = q.get_nowait()
         except queue.Empty:
-            durations.append(clock() - began)
-            return got, durations
-        durations.append(clock() - began)
-        got.append(item)
+            tally.operation(clock() - began)
+            return tally
+        tally.operation(clock() - began)
+        tally.item(item)
 
 
 def _identity() -> JobOutcome:
@@ -97,27 +126,19 @@ def _identity() -> JobOutcome:
 
 def producer_job(q: ProbeQueue, round_no: int, items_per_producer: int, pause: float) -> JobOutcome:
     outcome = _identity()
-    put, full_events, durations = produce(q, items_per_producer)
+    tally, full_events = produce(q, items_per_producer)
     if pause > 0:
         time.sleep(pause)
-    outcome.update(
-        kind="producer",
-        round=round_no,
-        items=put,
-        full_events=full_events,
-        operation_seconds=durations,
-    )
+    outcome.update(tally.outcome(), kind="producer", round=round_no, full_events=full_events)
     return outcome
 
 
 def consumer_job(q: ProbeQueue, round_no: int, items_per_producer: int, pause: float) -> JobOutcome:
     outcome = _identity()
-    got, durations = consume(q)
+    tally = consume(q)
     if pause > 0:
         time.sleep(pause)
-    outcome.update(
-        kind="consumer", round=round_no, items=got, full_events=0, operation_seconds=durations
-    )
+    outcome.update(tally.outcome(), kind="consumer", round=round_no, full_events=0)
     return outcome
 
 
@@ -186,10 +207,9 @@ def run_job(job: Job, round_no: int, items_per_producer: int, pause: float) -> J
         except BaseException:  # a hostile __str__ must not escape either
             text = type(exc).__name__
         outcome.update(
+            Tally().outcome(),
             round=round_no,
-            items=[],
             full_events=0,
-            operation_seconds=[],
             error=text.splitlines()[0] if text else type(exc).__name__,
         )
         return outcome

@@ -32,7 +32,7 @@ from pqd.metrics import (
 )
 from pqd.results import FAILURE_REASONS, PHASES, CycleResult, JobReport, LiveSample
 from tests.contract import DESIGN_FAMILIES
-from tests.factories import seed_shaped_result
+from tests.factories import seed_shaped_result, tallied
 
 START = 1_700_000_000.0
 PUT_SECONDS = 2.0**-16  # 1.52587890625e-05: exact in binary, lands in le="2.5e-05"
@@ -43,7 +43,14 @@ DEFAULT = ProbeSpec(name="default", start_method="forkserver", workers=4, queue_
 # --- factories --------------------------------------------------------------------------------
 
 
-def job(kind: str, rnd: int, counter: int, **overrides: Any) -> JobReport:
+def job(
+    kind: str,
+    rnd: int,
+    counter: int,
+    *,
+    operation_seconds: tuple[float, ...] | None = None,
+    **overrides: Any,
+) -> JobReport:
     """One job of the seed's shape: a producer puts A..E into a queue of 3 (2 x Full), a consumer
     gets the 3 that fit."""
     producer = kind == "producer"
@@ -57,8 +64,15 @@ def job(kind: str, rnd: int, counter: int, **overrides: Any) -> JobReport:
         host_pid_count=206,
         started_at=START + counter,
         items=("A", "B", "C"),
+        item_count=3,
         full_events=2 if producer else 0,
-        operation_seconds=(PUT_SECONDS,) * 5 if producer else (GET_SECONDS,) * 3,
+        **tallied(
+            operation_seconds
+            if operation_seconds is not None
+            else (PUT_SECONDS,) * 5
+            if producer
+            else (GET_SECONDS,) * 3
+        ),
         error=None,
         job_counter=counter,
         queue_depth_after=3 if producer else 0,
@@ -1001,5 +1015,5 @@ def test_replace_keeps_cycle_results_plain_data() -> None:
     assert (c.jobs_completed, c.queue_full_events, c.queue_depth_max, c.pid_count_delta) == (
         10, 10, 3, 0,
     )  # fmt: skip
-    assert len(c.operation_seconds("put")) == 25 and len(c.operation_seconds("get")) == 15
+    assert sum(c.operations("put").counts) == 25 and sum(c.operations("get").counts) == 15
     assert replace(c, success=False).success is False

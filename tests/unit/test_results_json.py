@@ -11,7 +11,7 @@ from pqd.results import (
     result_from_dict,
     result_to_dict,
 )
-from tests.factories import seed_shaped_result
+from tests.factories import seed_shaped_result, tallied
 
 JOB = JobReport(
     kind="producer",
@@ -23,8 +23,9 @@ JOB = JobReport(
     host_pid_count=120,
     started_at=1.5,
     items=("A", "B", "C"),
+    item_count=3,
     full_events=2,
-    operation_seconds=(1e-4, 2e-4, 3e-4, 1e-4, 1e-4),
+    **tallied((1e-4, 2e-4, 3e-4, 1e-4, 1e-4)),
     error=None,
     job_counter=1,
     queue_depth_after=3,

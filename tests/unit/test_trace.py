@@ -82,3 +82,29 @@ def test_a_very_long_command_line_is_cut_short() -> None:
     result = seed_shaped_result(leaked_processes=1, leaked_pids=(7,), leaked_commands=("x" * 5000,))
     (line,) = [line for line in render_summary(result) if line.startswith("leaked: ")]
     assert line == "leaked: 7 " + "x" * 499 + "…"
+
+
+def test_a_large_cycle_traces_what_was_kept_and_says_what_was_not() -> None:
+    """pqd.bounds: a job keeps TRACE_ITEMS item names and a cycle TRACE_JOBS reports; the trace
+    shows them and counts the rest, so it stays a readable size whatever the probe."""
+    from dataclasses import replace
+
+    from pqd.bounds import TRACE_ITEMS
+    from pqd.trace import render_trace
+    from tests.unit.test_metrics import job
+
+    names = tuple(chr(ord("A") + i) for i in range(TRACE_ITEMS))
+    producer = replace(job("producer", 1, 1), items=names, item_count=1000, full_events=500)
+    consumer = replace(job("consumer", 1, 2), items=names, item_count=1000)
+    kept = (*[producer, consumer] * 5, *[producer, consumer] * 5)
+    lines = render_trace(seed_shaped_result(jobs=kept, jobs_not_kept=80))
+
+    assert lines.count("(+974 more put in q)") == 10
+    assert lines.count("(+974 more get from q)") == 10
+    assert lines.count("Full q !!!") == 10 * TRACE_ITEMS
+    assert lines.count(f"(+{500 - TRACE_ITEMS} more Full q !!!)") == 10
+    marker = "... 80 jobs not kept (pqd keeps the first and last)"
+    assert lines.count(marker) == 1
+    # Between the first ten reports and the last ten.
+    assert sum(line.startswith("count(") for line in lines[: lines.index(marker)]) == 5
+    assert sum(line.startswith("count(") for line in lines[lines.index(marker) :]) == 5

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from pqd.results import CycleResult, HelperProcess, JobReport
 from pqd.web import ProbeView, WebState, make_app
-from tests.factories import seed_shaped_result
+from tests.factories import seed_shaped_result, tallied
 
 # The seed prints a full-width colon (U+FF1A) in "put in q:A"; it must reach the page intact.
 SEED_COLON = "\uff1a"
@@ -45,8 +45,9 @@ def make_job(**overrides: Any) -> JobReport:
         "host_pid_count": 321,
         "started_at": 1_700_000_000.5,
         "items": ("A", "B", "C", "D", "E"),
+        "item_count": 5,
         "full_events": 2,
-        "operation_seconds": (0.001, 0.001, 0.001, 0.001, 0.001),
+        **tallied((0.001,) * 5),
         "error": None,
         "job_counter": 1,
         "queue_depth_after": 3,
