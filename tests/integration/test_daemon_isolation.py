@@ -265,7 +265,7 @@ def writable_cgroup2_root() -> Path | None:
 
 
 @pytest.fixture
-def test_cgroup() -> Iterator[Path]:
+def scratch_cgroup() -> Iterator[Path]:
     """A child cgroup v2 for one test daemon; everything in it is killed and removed after."""
     root = writable_cgroup2_root()
     if root is None:
@@ -293,16 +293,16 @@ def into(group: Path) -> tuple[str, ...]:
 
 
 def test_cgroup_containment_holds_and_kills_the_whole_tree(
-    tmp_path: Path, test_cgroup: Path
+    tmp_path: Path, scratch_cgroup: Path
 ) -> None:
     config = victim(containment="cgroup")
-    with leaking_pqd(tmp_path, config, wrapper=into(test_cgroup)) as (
+    with leaking_pqd(tmp_path, config, wrapper=into(scratch_cgroup)) as (
         pqd,
         scraper,
         trigger,
         marker,
     ):
-        probe_group = test_cgroup / "probe-victim"
+        probe_group = scratch_cgroup / "probe-victim"
         text = pqd.scrape()
         assert (
             sample(
