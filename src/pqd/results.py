@@ -128,6 +128,25 @@ class HelperProcess:
     role: str  # "forkserver" or "resource_tracker"
 
 
+#: Roles of the processes in a probe's tree, as "Where it was stuck" names them. A pool worker
+#: is "pool worker N" (N from 1, in the pool's start order).
+PROCESS_ROLES: Final = ("runner", "Manager", "pool worker", "forkserver", "resource_tracker", "other")
+
+
+@dataclass(frozen=True)
+class StuckProcess:
+    """One live process of a failed cycle's tree, captured just before pqd killed it."""
+
+    pid: int
+    role: str  # from PROCESS_ROLES; "pool worker 2" for the second worker
+    state: str  # /proc state letter: R, S, D, T, t, Z (or "?" if it could not be read)
+    wchan: str  # kernel function it waits in ("" when running or unknown)
+    # faulthandler's dump of every thread ("Thread 0x... (most recent call first):" blocks),
+    # or None if the process could not answer; ``note`` then says why.
+    stack: str | None
+    note: str = ""
+
+
 @dataclass(frozen=True)
 class CycleResult:
     """Everything one cycle of one probe saw. Plain data; the cycle never touches Prometheus."""
@@ -171,6 +190,10 @@ class CycleResult:
     jobs_not_kept: int = 0
     put_operations: Operations = Operations()
     get_operations: Operations = Operations()
+    # "Where it was stuck": every live process of the tree just before a failed cycle's tree was
+    # killed (empty for successes), and, for job_error, the worker's traceback as text.
+    stuck: tuple[StuckProcess, ...] = ()
+    job_traceback: str | None = None
 
     @property
     def pid_count_delta(self) -> int:
@@ -200,6 +223,7 @@ def result_from_dict(data: Mapping[str, Any]) -> CycleResult:
     fields["leaked_pids"] = tuple(fields["leaked_pids"])
     fields["leaked_commands"] = tuple(fields.get("leaked_commands", ()))
     fields["phase_seconds"] = dict(fields["phase_seconds"])
+    fields["stuck"] = tuple(StuckProcess(**p) for p in fields.get("stuck", ()))
     for name in ("put_operations", "get_operations"):
         raw = fields.get(name) or {}
         fields[name] = Operations(tuple(raw.get("counts", ())), float(raw.get("total", 0.0)))
