@@ -57,6 +57,9 @@ _LAST = " (value from the most recent completed cycle)"
 # exports process_* series of its own, which the textfile's would collide with.
 _RUNTIME_PREFIXES: Final = ("process_", "python_")
 
+# OpenMetrics' limit on the characters of an exemplar's label names and values together.
+_EXEMPLAR_MAX_CHARS: Final = 128
+
 # prometheus_client's own "le" formatter, so our bucket labels match its Histogram's exactly. It
 # is unannotated; binding it to a typed name keeps mypy --strict honest about our calls.
 _float_to_go_string: Callable[[float], str] = _untyped_float_to_go_string
@@ -511,6 +514,13 @@ class PqdMetrics:
             # None is "not measured"; a counter cannot go down, and NaN would poison it for good.
             if measured is not None and not 0 <= measured < math.inf:
                 raise ValueError(f"{field} must be finite and >= 0, got {measured!r}")
+        exemplar = {"cycle_id": result.cycle_id}
+        longest = _EXEMPLAR_MAX_CHARS - len("cycle_id")
+        if not 0 < len(result.cycle_id) <= longest:
+            # prometheus_client would refuse a long one only after counting the observation.
+            raise ValueError(
+                f"cycle_id must have 1 to {longest} characters: {result.cycle_id[:80]!r}"
+            )
         # The workers bucketed their operations already (pqd.bounds): a cycle is a few numbers.
         batches = {
             op: _Batch(ops.counts, ops.total)
@@ -553,7 +563,10 @@ class PqdMetrics:
             self._jobs_failed_total.labels(name).inc(result.jobs_failed)
             self._full_events_total.labels(name).inc(result.queue_full_events)
 
-            self._cycle_hist.labels(name).observe(result.duration_seconds)
+            # The cycle's id as an OpenMetrics exemplar on the bucket it lands in: a slow point on
+            # a dashboard leads to /cycles/ID. Exposed only in OpenMetrics (the plain text format
+            # has no exemplars); each bucket keeps the exemplar of its latest observation.
+            self._cycle_hist.labels(name).observe(result.duration_seconds, exemplar=exemplar)
             for phase, seconds in result.phase_seconds.items():
                 self._phase_hist.labels(name, phase).observe(seconds)
             for op, batch in batches.items():

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pqd.metrics import (
@@ -847,11 +848,60 @@ def test_bad_input_is_refused_before_anything_is_written() -> None:
             metrics.observe_cycle(cycle(cpu_seconds=bad, max_rss_bytes=1))
     with pytest.raises(ValueError, match="max_rss_bytes must be finite"):
         metrics.observe_cycle(cycle(cpu_seconds=1.0, max_rss_bytes=-1))
+    for bad_id in ("", "x" * 121):  # an exemplar's labels may hold 128 characters in all
+        with pytest.raises(ValueError, match="cycle_id must have 1 to 120 characters"):
+            metrics.observe_cycle(cycle(cycle_id=bad_id))
     with pytest.raises(ValueError, match="duplicate probe name"):
         metrics.set_probes([DEFAULT, DEFAULT])
     with pytest.raises(ValueError, match="must not be empty"):
         ProbeSpec("", "fork", 1, 1)
     assert pqd_text(registry) == STARTUP
+
+
+def openmetrics_lines(registry: CollectorRegistry, prefix: str) -> list[str]:
+    """The OpenMetrics exposition's lines that start with ``prefix`` (what Prometheus scrapes)."""
+    text = openmetrics_latest(registry).decode()
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_cycle_duration_carries_the_cycle_id_as_an_exemplar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics, registry = make()
+    # prometheus_client stamps an exemplar with time.time() when it is observed.
+    monkeypatch.setattr("time.time", lambda: START + 100.5)
+    metrics.observe_cycle(cycle(cycle_id="c-0001"))  # 0.875 s: the le="1.0" bucket
+    monkeypatch.setattr("time.time", lambda: START + 200.5)
+    metrics.observe_cycle(worker_died())  # c-0002, 2.0 s: the le="2.5" bucket
+    bucket = "pqd_cycle_duration_seconds_bucket"
+    assert openmetrics_lines(registry, bucket + '{le="0.5"') == [
+        bucket + '{le="0.5",probe="default"} 0.0',
+    ]
+    # Only the bucket an observation lands in carries its exemplar, not the cumulative ones
+    # above it.
+    assert openmetrics_lines(registry, bucket + '{le="1.0"') == [
+        bucket + '{le="1.0",probe="default"} 1.0 # {cycle_id="c-0001"} 0.875 1700000100.5',
+    ]
+    assert openmetrics_lines(registry, bucket + '{le="2.5"') == [
+        bucket + '{le="2.5",probe="default"} 2.0 # {cycle_id="c-0002"} 2.0 1700000200.5',
+    ]
+    assert openmetrics_lines(registry, bucket + '{le="5.0"') == [
+        bucket + '{le="5.0",probe="default"} 2.0',
+    ]
+    # The latest observation in a bucket replaces its exemplar.
+    monkeypatch.setattr("time.time", lambda: START + 300.5)
+    metrics.observe_cycle(cycle(cycle_id="c-0003", duration_seconds=0.75))
+    assert openmetrics_lines(registry, bucket + '{le="1.0"') == [
+        bucket + '{le="1.0",probe="default"} 2.0 # {cycle_id="c-0003"} 0.75 1700000300.5',
+    ]
+    # The other histograms carry none, and the plain text format has no exemplars at all.
+    assert [
+        line for line in openmetrics_latest(registry).decode().splitlines() if " # {" in line
+    ] == [
+        bucket + '{le="1.0",probe="default"} 2.0 # {cycle_id="c-0003"} 0.75 1700000300.5',
+        bucket + '{le="2.5",probe="default"} 3.0 # {cycle_id="c-0002"} 2.0 1700000200.5',
+    ]
+    assert "cycle_id" not in generate_latest(registry).decode()
 
 
 def test_two_instances_on_one_registry_clash() -> None:
