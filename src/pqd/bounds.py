@@ -9,6 +9,9 @@ cycle: the first and the last TRACE_JOBS // 2 job reports, and totals over every
 
 TRACE_ITEMS = 26
 TRACE_JOBS = 20
+#: A job_error keeps the last this many characters of the worker's traceback (the innermost
+#: frames and the exception come last).
+TRACEBACK_CHARS = 8192
 
 #: One put_nowait/get_nowait on a Manager queue proxy is a round trip over a socket: tens of
 #: microseconds when healthy, milliseconds when the Manager is starved. Upper bounds of the

@@ -124,7 +124,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pqd import containment
     from pqd.config import ConfigError
     from pqd.supervisor import Runners
-    from pqd.trace import render_summary, render_trace
+    from pqd.trace import render_summary, render_trace, render_where_stuck
 
     if args.textfile is not None:
         _check_textfile_target(args.textfile)
@@ -149,7 +149,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if not args.json:
                 print("\n".join(render_trace(result)))
                 print()
-                print("\n".join(render_summary(result)))
+                print("\n".join([*render_summary(result), *render_where_stuck(result)]))
                 print(flush=True)
     finally:
         runners.close()

@@ -30,10 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pqd import containment, workers
+from pqd import containment, stacks, workers
 from pqd.containment import ProbeCgroup, ProcessRef
 from pqd.probe import ProbeConfig
-from pqd.results import CycleResult, HelperProcess, JobKind, JobLedger, JobReport
+from pqd.results import (
+    CycleResult,
+    HelperProcess,
+    JobKind,
+    JobLedger,
+    JobReport,
+    StuckProcess,
+)
 
 T = TypeVar("T")
 
@@ -65,16 +72,18 @@ FORKSERVER_PRELOAD = (
     "argparse",
     "json",
     "pqd.containment",
+    "pqd.stack_dump_hook",
 )
 
 
 class CycleFailure(Exception):
     """Ends a cycle with one of the reasons in results.FAILURE_REASONS."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, traceback: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.traceback = traceback  # a job_error's worker traceback, as text
 
 
 CANCELLED = "cancelled: pqd is stopping"
@@ -367,7 +376,7 @@ class _Cycle:
     def start_manager(self) -> Any:
         # ctx.Manager() with an initializer: the Manager, too, dies with pqd.
         manager = multiprocessing.managers.SyncManager(ctx=self.ctx)
-        manager.start(initializer=workers.die_with, initargs=(self.own_pid,))
+        manager.start(initializer=workers.init_manager, initargs=(self.own_pid,))
         return manager
 
     def run_jobs(self, deadline: float) -> None:
@@ -445,7 +454,11 @@ class _Cycle:
             while self.manager_alive() and time.monotonic() < settle:
                 time.sleep(0.01)
             self.check_alive()
-            raise CycleFailure("job_error", f"{kind} job of round {round_no} raised {error}")
+            raise CycleFailure(
+                "job_error",
+                f"{kind} job of round {round_no} raised {error}",
+                outcome.get("traceback"),
+            )
         return outcome
 
     def check_counts(self) -> None:
@@ -507,6 +520,26 @@ class _Cycle:
 
     def owned_alive(self) -> list[ProcessRef]:
         return [proc for proc in self.owned.values() if not _is_gone(proc, self.own_pid)]
+
+    def where_stuck(self) -> tuple[StuckProcess, ...]:
+        """Every live process of the tree, before anything is killed: state, wchan, stacks."""
+        if self.cancel is not None and self.cancel.is_set():
+            return ()  # pqd is stopping: nobody will look at this cycle
+        roles = {self.own_pid: "runner"}
+        if self.manager_process is not None:
+            roles[self.manager_process.pid] = "Manager"
+        for number, process in enumerate(self.pool_processes, 1):
+            roles[process.pid] = f"pool worker {number}"
+        for process in getattr(self.pool, "_pool", []):
+            roles.setdefault(process.pid, "pool worker (replacement)")
+        roles.update({pid: role for pid, role in self.helpers.items() if pid not in roles})
+        if self.cgroup is not None:
+            tree = self.cgroup.pids()
+        else:
+            tree = containment.descendants(self.own_pid)
+        for pid in tree:
+            roles.setdefault(pid, "other")
+        return stacks.capture(roles, os.environ.get(stacks.STACKS_DIR_ENV))
 
     # -- forced teardown -----
 
@@ -680,8 +713,10 @@ def run_cycle(
             "spawn_failed" if phase == "pool_start" else "job_error", f"{type(exc).__name__}: {exc}"
         )
     leaked: list[ProcessRef] = []
+    stuck: tuple[StuckProcess, ...] = ()
     if failure is not None:
         cycle.observer.failing(failure.reason, failure.detail)
+        stuck = cycle.where_stuck()
         if phase not in cycle.phase_seconds:
             cycle.phase_seconds[phase] = time.monotonic() - phase_t0
         teardown_t0 = time.monotonic()
@@ -705,6 +740,7 @@ def run_cycle(
             failure = CycleFailure("helper_died", problem)
         if failure is not None:
             cycle.observer.failing(failure.reason, failure.detail)
+            stuck = cycle.where_stuck()
         leaked_commands = [containment.cmdline(p.pid) for p in leaked]
         cycle.kill_everything()
         if problem is not None:
@@ -755,4 +791,6 @@ def run_cycle(
         containment="subreaper" if cgroup is None else "cgroup",
         cpu_seconds=max(cpu_seconds, 0.0),
         max_rss_bytes=cycle.peak_rss or None,
+        stuck=stuck,
+        job_traceback=None if failure is None else failure.traceback,
     )

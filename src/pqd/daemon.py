@@ -34,7 +34,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from pqd import __version__, logs
+from pqd import __version__, logs, stacks
 from pqd.config import MAX_PROBES, Config, ConfigError, ProbeConfig, format_duration
 from pqd.containment import ContainmentError, become_child_subreaper
 from pqd.containment import choose as choose_containment
@@ -394,9 +394,10 @@ class Daemon:
         if result.success:
             log.info("cycle finished", extra=fields)
         else:
-            log.warning(
-                "cycle failed", extra={**fields, "reason": result.reason, "detail": result.detail}
-            )
+            failed = {"reason": result.reason, "detail": result.detail}
+            if result.stuck:
+                failed["stuck"] = stacks.summary(result.stuck)
+            log.warning("cycle failed", extra={**fields, **failed})
 
     def _on_skip(self, event: JobSubmissionEvent | JobExecutionEvent) -> None:
         if not event.job_id.startswith(_JOB_PREFIX):

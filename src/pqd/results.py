@@ -130,7 +130,14 @@ class HelperProcess:
 
 #: Roles of the processes in a probe's tree, as "Where it was stuck" names them. A pool worker
 #: is "pool worker N" (N from 1, in the pool's start order).
-PROCESS_ROLES: Final = ("runner", "Manager", "pool worker", "forkserver", "resource_tracker", "other")
+PROCESS_ROLES: Final = (
+    "runner",
+    "Manager",
+    "pool worker",
+    "forkserver",
+    "resource_tracker",
+    "other",
+)
 
 
 @dataclass(frozen=True)

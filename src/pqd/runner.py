@@ -85,11 +85,13 @@ def _die_with_pqd(pqd_pid: int, cgroup_dir: str | None) -> None:
 
 
 def _serve(events: IO[str], cgroup_dir: str | None) -> int:
+    from pqd import stacks
     from pqd.containment import ProbeCgroup
     from pqd.cycle import run_cycle
     from pqd.probe import ProbeConfig
     from pqd.results import result_to_dict
 
+    stacks_dir = os.environ.get(stacks.STACKS_DIR_ENV)
     group = None if cgroup_dir is None else ProbeCgroup(cgroup_dir)
     stream = _EventStream(events)
     stream.send("ready", pid=os.getpid())
@@ -101,6 +103,8 @@ def _serve(events: IO[str], cgroup_dir: str | None) -> int:
         probe = ProbeConfig(**command["cycle"])
         result = run_cycle(probe, observer=stream, cycle_id=command["cycle_id"], cgroup=group)
         stream.send("result", result=result_to_dict(result))
+        if stacks_dir:
+            stacks.prune(stacks_dir)
     return 0
 
 
@@ -113,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cgroup", default=None, help="join this cgroup v2 directory first")
     args = parser.parse_args(argv)
 
-    from pqd import containment
+    from pqd import containment, stacks
 
+    stacks.install()
     if args.cgroup is not None:
         containment.ProbeCgroup(args.cgroup).join()
     # Orphans of the tree (double-forked, setsid() ones included) re-parent to the runner.

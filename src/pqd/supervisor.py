@@ -15,8 +15,10 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -24,13 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pqd import containment
+from pqd import containment, stacks
 from pqd.containment import ProbeCgroup
 from pqd.probe import ProbeConfig
 from pqd.results import (
     CycleResult,
     JobLedger,
     LiveSample,
+    StuckProcess,
     job_report_from_dict,
     result_from_dict,
 )
@@ -66,6 +69,7 @@ class _Runner:
     events: int  # read end of the runner's event pipe
     pidfd: int | None  # readable once the runner exits; None without pidfd support
     group: ProbeCgroup | None
+    stacks_dir: str  # where its tree's processes write their stack dumps (pqd.stacks)
     pending: bytearray = field(default_factory=bytearray)
 
     @property
@@ -98,6 +102,7 @@ class _Progress:
     t0: float
     pid_count_before: int = -1
     processes_at: float | None = None
+    roles: dict[int, str] = field(default_factory=dict)  # from "begun" and "processes"
     jobs: JobLedger = field(default_factory=JobLedger)
     failing: tuple[str, str] | None = None
     failing_at: float | None = None
@@ -154,6 +159,7 @@ class Runners:
             group.create()
             group.kill()  # whatever an earlier pqd left there
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        stacks_dir = tempfile.mkdtemp(prefix="pqd-stacks-")
         command = [
             self._python,
             "-m",
@@ -172,15 +178,17 @@ class Runners:
                 stdout=subprocess.DEVNULL,
                 pass_fds=(write_fd,),
                 process_group=0,
+                env={**os.environ, stacks.STACKS_DIR_ENV: stacks_dir},
             )
         except BaseException:
             os.close(read_fd)
+            shutil.rmtree(stacks_dir, ignore_errors=True)
             raise
         finally:
             os.close(write_fd)
         with self._lock:
             self._pids.add(proc.pid)
-        runner = _Runner(proc, read_fd, _pidfd(proc.pid), group)
+        runner = _Runner(proc, read_fd, _pidfd(proc.pid), group, stacks_dir)
         try:
             ready = _wait_line(runner, deadline)
             if ready is None or ready.get("event") != "ready":
@@ -212,14 +220,18 @@ class Runners:
         for name in names:
             self.retire(name)
 
-    def _kill(self, runner: _Runner) -> list[int]:
-        """SIGKILL the runner's whole tree; wait for it briefly; return what is still there."""
+    def _kill(self, runner: _Runner, wait: float = KILL_SECONDS) -> list[int]:
+        """SIGKILL the runner's whole tree; wait for it at most ``wait`` seconds; return what
+        is still there."""
         tree = self._tree(runner)
         containment.kill_tree(runner.pid, runner.group, include_root=True)
         containment.kill_pids(tree)
-        left = containment.wait_gone(tree, KILL_SECONDS)
+        deadline = time.monotonic() + wait
+        left = containment.wait_gone(tree, wait)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            runner.proc.wait(KILL_SECONDS)
+            runner.proc.wait(max(0.0, deadline - time.monotonic()))
+        # Killed processes write nothing more; a straggler still exiting needs no dump file.
+        shutil.rmtree(runner.stacks_dir, ignore_errors=True)
         if runner.proc.returncode is not None:
             with self._lock:
                 self._pids.discard(runner.pid)
@@ -317,15 +329,21 @@ class Runners:
             self._keep(probe.name, runner)
             return result
         # A failed cycle: kill the whole tree; the next cycle gets a fresh runner.
-        states = _states(self._tree(runner))
+        tree = self._tree(runner)
+        states = _states(tree)
         rss = _peak_rss(list(states))
-        left = self._kill(runner)
+        stuck: tuple[StuckProcess, ...] = ()
+        if result is None and ended is not None and ended[1] != CANCELLED:
+            stuck = stacks.capture(_roles(runner, progress, tree), runner.stacks_dir)
+        # What the capture took comes out of the kill's wait: the result stays within
+        # timeout + 1 s (stragglers are still waited for, after the result is taken).
+        left = self._kill(runner, max(0.05, min(KILL_SECONDS, deadline + 0.9 - time.monotonic())))
         if result is None:
             reason, detail = ended or ("timeout", "")
             reason, detail = _blame(runner, states, reason, detail, progress)
             cpu_after = runner.group.cpu_seconds() if runner.group is not None else None
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-            result = _killed_result(progress, reason, detail, runner, cpu, rss or None)
+            result = _killed_result(progress, reason, detail, runner, cpu, rss or None, stuck)
         self._finish_kill(runner, left)
         return result
 
@@ -426,8 +444,13 @@ def _apply(progress: _Progress, event: dict[str, Any], observer: Observer | None
     kind = event.get("event")
     if kind == "begun":
         progress.pid_count_before = int(event["host_pid_count"])
+        for pid, role in dict(event.get("helpers", {})).items():
+            progress.roles.setdefault(int(pid), str(role))
     elif kind == "processes":
         progress.processes_at = time.monotonic()
+        progress.roles[int(event["manager"])] = "Manager"
+        for number, pid in enumerate(event["workers"], 1):
+            progress.roles[int(pid)] = f"pool worker {number}"
     elif kind == "job":
         report = job_report_from_dict(event["report"])
         progress.jobs.add(report)
@@ -440,6 +463,22 @@ def _apply(progress: _Progress, event: dict[str, Any], observer: Observer | None
         progress.failing_at = time.monotonic()
     elif kind == "result":
         progress.result = result_from_dict(event["result"])
+
+
+def _roles(runner: _Runner, progress: _Progress, tree: Sequence[int]) -> dict[int, str]:
+    """Each process of the tree by role, in the order "Where it was stuck" lists them."""
+    roles = {pid: role for pid, role in progress.roles.items() if pid in tree}
+    roles[runner.pid] = "runner"
+    for pid in tree:
+        roles.setdefault(pid, role_of(pid))
+    return dict(sorted(roles.items(), key=lambda item: _role_rank(item[1])))
+
+
+def _role_rank(role: str) -> int:
+    for rank, prefix in enumerate(("runner", "Manager", "pool worker", "forkserver", "resource")):
+        if role.startswith(prefix):
+            return rank
+    return 9
 
 
 def _states(pids: Sequence[int]) -> dict[int, str]:
@@ -487,6 +526,7 @@ def _killed_result(
     runner: _Runner | None = None,
     cpu_seconds: float | None = None,
     max_rss_bytes: int | None = None,
+    stuck: tuple[StuckProcess, ...] = (),
 ) -> CycleResult:
     """The result of a cycle pqd ended itself, from what the runner had streamed."""
     probe, jobs = progress.probe, progress.jobs
@@ -534,6 +574,7 @@ def _killed_result(
         containment="subreaper" if runner is None or runner.group is None else "cgroup",
         cpu_seconds=cpu_seconds,
         max_rss_bytes=max_rss_bytes,
+        stuck=stuck,
     )
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pqd.bounds import TRACE_ITEMS, TRACE_JOBS
 from pqd.results import CycleResult
+from pqd.stacks import state_meaning
 
 SEPARATOR = "**********"
 # A command line can be as long as the kernel allows; a summary line need not be.
@@ -84,6 +85,27 @@ def render_summary(result: CycleResult) -> list[str]:
         f"max_rss_bytes: {rss}",
         *(f"leaked: {pid} {cmd}" for pid, cmd in _leaked_with_commands(result)),
     ]
+
+
+def render_where_stuck(result: CycleResult) -> list[str]:
+    """A failed cycle's "Where it was stuck" (pqd.stacks) and a job_error's traceback, indented
+    under two headings; nothing for a cycle without them."""
+    lines = []
+    if result.stuck:
+        lines.append("where it was stuck:")
+    for proc in result.stuck:
+        wchan = f", wchan {proc.wchan}" if proc.wchan else ""
+        note = f" ({proc.note})" if proc.note else ""
+        lines.append(
+            f"  {proc.role} pid {proc.pid}: state {proc.state} "
+            f"({state_meaning(proc.state)}){wchan}{note}"
+        )
+        if proc.stack:
+            lines.extend(f"    {line}" for line in proc.stack.rstrip("\n").splitlines() if line)
+    if result.job_traceback:
+        lines.append("job traceback:")
+        lines.extend(f"  {line}" for line in result.job_traceback.rstrip("\n").splitlines())
+    return lines
 
 
 def _leaked_with_commands(result: CycleResult) -> list[tuple[int, str]]:

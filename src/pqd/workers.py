@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pqd.bounds import OPERATION_BUCKETS, TRACE_ITEMS, bucket_index
+from pqd import stacks
+from pqd.bounds import OPERATION_BUCKETS, TRACE_ITEMS, TRACEBACK_CHARS, bucket_index
 
 JobOutcome = dict[str, Any]
 
@@ -186,7 +187,25 @@ def init_worker(q: ProbeQueue, pqd_pid: int) -> None:
     """
     global _probe_queue
     _probe_queue = q
+    stacks.install()
     die_with(pqd_pid)
+
+
+def init_manager(pqd_pid: int) -> None:
+    """The Manager's initializer: it, too, can show its stacks and dies with pqd."""
+    stacks.install()
+    die_with(pqd_pid)
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The worker's traceback as text, its last TRACEBACK_CHARS characters (pqd.bounds)."""
+    import traceback  # only when a job failed: workers do not pay for it otherwise
+
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except BaseException:  # a hostile __str__ again
+        text = f"{type(exc).__name__} (its traceback could not be formatted)"
+    return text if len(text) <= TRACEBACK_CHARS else "...\n" + text[-TRACEBACK_CHARS:]
 
 
 def run_job(job: Job, round_no: int, items_per_producer: int, pause: float) -> JobOutcome:
@@ -211,5 +230,6 @@ def run_job(job: Job, round_no: int, items_per_producer: int, pause: float) -> J
             round=round_no,
             full_events=0,
             error=text.splitlines()[0] if text else type(exc).__name__,
+            traceback=_traceback_text(exc),
         )
         return outcome

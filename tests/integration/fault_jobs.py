@@ -6,7 +6,12 @@ the faults themselves are injected from outside by the tests, as an operator's h
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import socket
+import struct
+import time
 from pathlib import Path
 
 from pqd import workers
@@ -110,4 +115,48 @@ def forking_producer(
     """Leaves a grandchild behind that outlives the job (a leak, as a careless job would)."""
     if round_no == 1:
         _plain_child()
+    return workers.producer_job(q, round_no, items, pause)
+
+
+def _announce(text: str) -> None:
+    """Tell the test this worker's pid (the file's name) and ``text``, then carry on."""
+    directory = os.environ.get(ANNOUNCE_ENV)
+    if directory:
+        (Path(directory) / f"{os.getpid()}.busy").write_text(text)
+
+
+def sleeping_producer(
+    q: workers.ProbeQueue, round_no: int, items: int, pause: float
+) -> workers.JobOutcome:
+    """Never finishes on its own: the cycle times out with this job in time.sleep."""
+    _announce("sleeping")
+    time.sleep(3600)  # SLEEPING_LINE: the line "Where it was stuck" must point at
+    return workers.producer_job(q, round_no, items, pause)
+
+
+def _manager_pid(q: workers.ProbeQueue) -> int:
+    """The Manager's pid: the peer of the proxy's connection (SO_PEERCRED on its unix socket)."""
+    connection = q._tls.connection  # type: ignore[attr-defined]
+    peer = socket.socket(fileno=os.dup(connection.fileno()))
+    try:
+        creds = peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    finally:
+        peer.close()
+    return int(struct.unpack("3i", creds)[0])
+
+
+def churning_producer(
+    q: workers.ProbeQueue, round_no: int, items: int, pause: float
+) -> workers.JobOutcome:
+    """Puts and gets for an hour, after telling the test the Manager's pid: a test that stops
+    the Manager finds this worker blocked in a queue call."""
+    q.put_nowait("A")
+    q.get_nowait()
+    _announce(f"manager {_manager_pid(q)}")
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue.Full):
+            q.put_nowait("A")  # CHURN_LINE
+        with contextlib.suppress(queue.Empty):
+            q.get_nowait()
     return workers.producer_job(q, round_no, items, pause)

@@ -7,6 +7,7 @@ import json
 from pqd.results import (
     HelperProcess,
     JobReport,
+    StuckProcess,
     job_report_from_dict,
     result_from_dict,
     result_to_dict,
@@ -46,6 +47,11 @@ def test_a_result_survives_json_exactly() -> None:
         containment="cgroup",
         cpu_seconds=0.25,
         max_rss_bytes=30 << 20,
+        stuck=(
+            StuckProcess(812, "pool worker 1", "T", "do_signal_stop", None, "stopped"),
+            StuckProcess(805, "Manager", "S", "", 'Current thread 0x1:\n  File "m.py", line 2', ""),
+        ),
+        job_traceback="Traceback (most recent call last):\nValueError: x\n",
     )
 
     assert result_from_dict(json.loads(json.dumps(result_to_dict(result)))) == result
