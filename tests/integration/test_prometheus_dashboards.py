@@ -12,31 +12,31 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
+from tests.integration.prometheus_process import (
+    PROMETHEUS_DIR,
+    ROOT,
+    Prometheus,
+    free_port,
+    running_prometheus,
+    start,
+    stop,
+    tail,
+    wait_ready,
+    wait_until,
+)
+
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
-
-ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_DIR = ROOT / "deploy/prometheus"
 DASHBOARD_DIR = ROOT / "grafana/dashboards"
 
 #: Two probes, so that multi-value variables and per-probe results are really exercised, with
@@ -70,7 +70,6 @@ interval = "1s"
 
 #: Cycles per probe before queries are judged: enough for rate() over RANGE to see increases.
 MIN_CYCLES = 3
-SCRAPE_INTERVAL = "1s"
 #: What Grafana would put in $__rate_interval and friends for a short time range with a 1s
 #: scrape interval (at least 4 scrapes per window, as Grafana guarantees).
 RANGE = "10s"
@@ -82,105 +81,23 @@ GRAFANA_BUILTINS = {
     "__range_ms": "60000",
     "__interval_ms": "10000",
 }
-STARTUP_SECONDS = 60.0
 DATA_SECONDS = 90.0
 
 
 # --- plumbing -------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], T], what: str, seconds: float) -> T:
-    """Poll until ``predicate`` returns something truthy; never a fixed sleep."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
-        time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
-def start(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        # Own session: the whole tree (pqd's workers, managers, forkserver) can be killed as a
-        # group whatever state the test leaves it in.
-        return subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM and wait; SIGKILL on timeout; then SIGKILL whatever is left of the group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_ready(proc: subprocess.Popen[bytes], url: str, what: str, log: Path) -> None:
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
-        return http_status(url) == 200
-
-    try:
-        wait_until(ready, f"{what} at {url}", STARTUP_SECONDS)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- {what} log\n{tail(log)}") from None
-
-
 @dataclass(frozen=True)
 class Stack:
     pqd_instance: str
-    prometheus_url: str
     pqd_log: Path
-    prometheus_log: Path
+    prometheus: Prometheus
 
     def api(self, path: str, **params: str) -> Any:
-        url = f"{self.prometheus_url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as exc:
-            # Prometheus answers a bad query with 400 and a JSON error: return it to the caller.
-            body = json.load(exc)
-        return body
+        return self.prometheus.api(path, **params)
 
     def query(self, expr: str) -> dict[str, Any]:
-        return self.api("query", query=expr)  # type: ignore[no-any-return]
+        return self.prometheus.query(expr)
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -204,45 +121,11 @@ def pqd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
         stop(proc)
 
 
-def prometheus_config(target: str) -> dict[str, Any]:
-    """deploy/prometheus/prometheus.yml with only what a test must change: the target, the
-    intervals, and absolute rule file paths (the copy lives in a tmp directory)."""
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"]["scrape_interval"] = SCRAPE_INTERVAL
-    config["global"]["evaluation_interval"] = SCRAPE_INTERVAL
-    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
-    (job,) = (j for j in config["scrape_configs"] if j["job_name"] == "pqd")
-    assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["localhost:10029"]
-    job["static_configs"] = [{"targets": [target]}]
-    job["scrape_timeout"] = SCRAPE_INTERVAL  # may not exceed the scrape interval
-    return config  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="module")
 def stack(pqd: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus not found on PATH; install it: apt-get install -y prometheus")
     address, pqd_log = pqd
-    tmp = tmp_path_factory.mktemp("prometheus")
-    config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(address)))
-    listen = f"127.0.0.1:{free_port()}"
-    log = tmp / "prometheus.log"
-    proc = start(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address={listen}",
-        ],
-        log,
-    )
-    try:
-        wait_ready(proc, f"http://{listen}/-/ready", "prometheus", log)
-        yield Stack(address, f"http://{listen}", pqd_log, log)
-    finally:
-        stop(proc)
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), address) as prometheus:
+        yield Stack(address, pqd_log, prometheus)
 
 
 @pytest.fixture(scope="module")
