@@ -222,6 +222,142 @@ def table(title: str, description: str, targets: list[dict[str, Any]]) -> dict[s
     }
 
 
+def fleet_table(
+    title: str, description: str, columns: list[tuple[str, str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """One row per (job, instance, probe): each column is (header, instant query grouped by
+    those labels, field config). The queries' frames are merged on the labels; Grafana names
+    each value field "Value #<refId>", and place() gives the targets refIds A, B, C..."""
+    values = [f"Value #{chr(ord('A') + index)}" for index in range(len(columns))]
+    overrides = [
+        {
+            "matcher": {"id": "byName", "options": value},
+            "properties": [
+                {"id": key, "value": setting}
+                for key, setting in {
+                    "displayName": header,
+                    "color": {"mode": "thresholds"},
+                    "custom.cellOptions": {"type": "color-text"},
+                    **config,
+                }.items()
+            ],
+        }
+        for value, (header, _, config) in zip(values, columns, strict=True)
+    ]
+    order = ["instance", "probe", *values, "job"]
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": {}, "overrides": overrides},
+        "options": {
+            "showHeader": True,
+            "cellHeight": "sm",
+            "sortBy": [{"displayName": columns[0][0], "desc": False}],
+        },
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {name: index for index, name in enumerate(order)},
+                },
+            },
+        ],
+        "targets": [table_target(expr) for _, expr, _ in columns],
+    }
+
+
+def bar_gauge(title: str, description: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "bargauge",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {
+            "defaults": {
+                "unit": "short",
+                "decimals": 0,
+                "min": 0,
+                "thresholds": thresholds(("green", None), ("red", 1)),
+                "color": {"mode": "thresholds"},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "orientation": "horizontal",
+            "displayMode": "basic",
+            "showUnfilled": True,
+        },
+        "targets": targets,
+    }
+
+
+#: Rows of the fleet table: one per instance and probe.
+FLEET_BY = "job, instance, probe"
+
+#: Seconds since the last successful cycle, or -1 (shown as "never") for a probe that has not
+#: succeeded since pqd started: it exports 0 then, which would read as 56 years.
+SINCE_SUCCESS = (
+    f"time() - ({probe_metric('pqd_last_cycle_success_timestamp_seconds')} > 0)\nor\n"
+    f"({probe_metric('pqd_last_cycle_success_timestamp_seconds')} == 0) - 1"
+)
+
+
+def fleet_line() -> tuple[int, list[tuple[dict[str, Any], int]]]:
+    """The Fleet row: which instance and probe is failing, for many hosts at once."""
+    never = [{"type": "value", "options": {"-1": {"text": "never", "color": "red", "index": 0}}}]
+    status = fleet_table(
+        "Instances and probes",
+        "One row per instance and probe, failing ones first: the last cycle's result "
+        "(pqd_last_cycle_success), how long ago the last successful cycle ended (never: none "
+        "since pqd started) and the failed cycles of the last hour.",
+        [
+            (
+                "Last cycle",
+                f"max by ({FLEET_BY}) ({probe_metric('pqd_last_cycle_success')})",
+                {
+                    "mappings": OK_FAILED,
+                    "thresholds": thresholds(("red", None), ("green", 1)),
+                    "custom.cellOptions": {"type": "color-background"},
+                },
+            ),
+            (
+                "Since last success",
+                SINCE_SUCCESS,
+                {
+                    "unit": "s",
+                    "mappings": never,
+                    "thresholds": thresholds(("green", None), ("orange", 300), ("red", 3600)),
+                },
+            ),
+            (
+                "Failed cycles (1h)",
+                f"sum by ({FLEET_BY}) (increase({probe_metric('pqd_cycle_failures_total')}[1h]))",
+                {"decimals": 0, "thresholds": thresholds(("green", None), ("red", 1))},
+            ),
+        ],
+    )
+    top = bar_gauge(
+        "Top 10 failing instances (1h)",
+        "The instances with the most failed cycles over the last hour, all probes together "
+        "(pqd_cycle_failures_total).",
+        [
+            target(
+                "sort_desc(topk(10, sum by (instance) "
+                f"(increase({probe_metric('pqd_cycle_failures_total')}[1h]))))",
+                legend="{{instance}}",
+                instant=True,
+                range=False,
+            )
+        ],
+    )
+    return (10, [(status, 16), (top, 8)])
+
+
 def row(title: str) -> dict[str, Any]:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -232,6 +368,7 @@ Layout = list[tuple[str, list[tuple[int, list[tuple[dict[str, Any], int]]]]]]
 
 def overview_layout() -> Layout:
     return [
+        ("Fleet: which instance and probe is failing?", [fleet_line()]),
         (
             "Are cycles succeeding?",
             [
@@ -504,12 +641,16 @@ def overview_layout() -> Layout:
                             timeseries(
                                 "Cycle duration",
                                 "Percentiles of pqd_cycle_duration_seconds over the rate window, "
-                                "and the last cycle's wall time.",
+                                "and the last cycle's wall time. The points are exemplars: single "
+                                "cycles, each with its cycle_id and a link to its page on its pqd "
+                                "(Prometheus needs --enable-feature=exemplar-storage).",
                                 [
                                     *(
                                         target(
                                             quantile(q, "pqd_cycle_duration_seconds"),
                                             legend=f"p{round(q * 100)} {PROBE_LEGEND}",
+                                            # Once: every percentile reads the same buckets.
+                                            **({"exemplar": True} if q == 0.5 else {}),
                                         )
                                         for q in (0.5, 0.9, 0.99)
                                     ),
