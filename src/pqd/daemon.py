@@ -531,6 +531,16 @@ class Daemon:
             reload_enabled=config.enable_reload_endpoint,
             ready=self.state in (State.RUNNING, State.RELOADING),
             unhealthy_reason=self.progressing()[1],
+            # Every top-level setting; none holds a secret (web_config_file is only a path).
+            global_settings=(
+                ("listen_address", config.listen_address),
+                ("log_format", config.log_format),
+                ("log_level", config.log_level),
+                ("history_limit", str(config.history_limit)),
+                ("enable_reload_endpoint", str(config.enable_reload_endpoint).lower()),
+                ("web_config_file", config.web_config_file or "none"),
+                ("containment", f"{config.containment} (in use: {self.runners.containment})"),
+            ),
         )
 
 

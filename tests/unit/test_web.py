@@ -2,194 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import logging
 import re
-from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
-from wsgiref.types import WSGIApplication
-from wsgiref.util import setup_testing_defaults
-from wsgiref.validate import validator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 from prometheus_client.registry import Collector
 
-from pqd.results import CycleResult, HelperProcess, JobReport
-from pqd.web import ProbeView, WebState, make_app
-from tests.factories import seed_shaped_result, tallied
-
-# The seed prints a full-width colon (U+FF1A) in "put in q:A"; it must reach the page intact.
-SEED_COLON = "\uff1a"
-XSS = "<script>alert(1)</script>"
-XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-# Cycle ids travel in the URL path, where "/" cannot round-trip: the id gets a slash-free payload.
-XSS_ID = '<img src="x" onerror=alert(1)>'
-
-
-# --- factories -------------------------------------------------------------------------------
-
-
-def make_job(**overrides: Any) -> JobReport:
-    fields: dict[str, Any] = {
-        "kind": "producer",
-        "round": 1,
-        "pid": 2001,
-        "process_name": "ForkServerPoolWorker-1",
-        "is_alive": True,
-        "parent_pid": 2000,
-        "host_pid_count": 321,
-        "started_at": 1_700_000_000.5,
-        "items": ("A", "B", "C", "D", "E"),
-        "item_count": 5,
-        "full_events": 2,
-        **tallied((0.001,) * 5),
-        "error": None,
-        "job_counter": 1,
-        "queue_depth_after": 3,
-        "workers_live_after": 4,
-    }
-    fields.update(overrides)
-    return JobReport(**fields)
-
-
-def make_cycle(**overrides: Any) -> CycleResult:
-    fields: dict[str, Any] = {
-        "cycle_id": "c1",
-        "main_pid": 2000,
-        "started_at": 1_700_000_000.0,
-        "ended_at": 1_700_000_001.25,
-        "duration_seconds": 1.25,
-        "host_pid_count_before": 300,
-        "host_pid_count_during": 307,
-        "host_pid_count_after": 302,
-        "helpers_started": (HelperProcess(pid=1999, role="forkserver"),),
-        "phase_seconds": {"pool_start": 0.2, "jobs": 1.0, "teardown": 0.05},
-        "jobs": (make_job(),),
-    }
-    return seed_shaped_result(**{**fields, **overrides})
-
-
-def make_state(**overrides: Any) -> WebState:
-    fields: dict[str, Any] = {
-        "version": "1.2.3",
-        "python_version": "3.11.9",
-        "started_at": 1_700_000_000.0,
-        "probes": (
-            ProbeView(
-                name="default",
-                settings=(("start_method", "forkserver"), ("workers", "4"), ("schedule", "15s")),
-            ),
-        ),
-        "reload_enabled": True,
-        "ready": True,
-    }
-    fields.update(overrides)
-    return WebState(**fields)
-
-
-class Fake:
-    """The daemon side: holds what the callbacks return and records how they were called."""
-
-    def __init__(self, cycles: Iterable[CycleResult] = (), state: WebState | None = None) -> None:
-        self.cycles = list(cycles)
-        self.state = state or make_state()
-        self.looked_up: list[str] = []
-        self.reloads = 0
-        self.reload_result = (True, "Configuration reloaded.")
-        self.trace: Callable[[CycleResult], list[str]] = lambda r: [
-            f"1700000000.0 {r.main_pid} MainProcess 300",
-            f"put in q{SEED_COLON}A",
-            "Full q !!!",
-            "count(1)",
-            "**********",
-        ]
-        self.registry = CollectorRegistry(auto_describe=True)
-
-    def find(self, cycle_id: str) -> CycleResult | None:
-        self.looked_up.append(cycle_id)
-        return next((c for c in self.cycles if c.cycle_id == cycle_id), None)
-
-    def reload(self) -> tuple[bool, str]:
-        self.reloads += 1
-        return self.reload_result
-
-    def app(self) -> WSGIApplication:
-        return make_app(
-            registry=self.registry,
-            state=lambda: self.state,
-            recent_cycles=lambda: list(self.cycles),
-            find_cycle=self.find,
-            render_trace=lambda r: self.trace(r),
-            reload=self.reload,
-        )
-
-
-# --- driving the app -------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Response:
-    status: int
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8")
-
-
-def call(
-    app: WSGIApplication,
-    *,
-    path_info: str,
-    method: str = "GET",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    script_name: str = "",
-) -> Response:
-    """One request with PATH_INFO exactly as given, through wsgiref's PEP 3333 validator."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path_info,
-        "QUERY_STRING": query,
-        "SCRIPT_NAME": script_name,
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    setup_testing_defaults(environ)
-    captured: list[tuple[str, list[tuple[str, str]]]] = []
-
-    def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> Any:
-        captured.append((status, response_headers))
-        return lambda data: None
-
-    result = validator(app)(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        result.close()  # type: ignore[attr-defined]  # the validator's iterator insists on it
-    status, response_headers = captured[-1]
-    return Response(
-        status=int(status.split(" ", 1)[0]),
-        headers={k.lower(): v for k, v in response_headers},
-        body=body,
-    )
-
-
-def get(app: WSGIApplication, url_path: str, **kwargs: Any) -> Response:
-    """A request for a URL path as a browser sends it: the server percent-decodes it to latin-1."""
-    path, _, query = url_path.partition("?")
-    return call(app, path_info=unquote(path, encoding="latin-1"), query=query, **kwargs)
-
-
-def hrefs(body: str) -> list[str]:
-    return re.findall(r'href="([^"]*)"', body)
-
+from pqd.web import ProbeView, make_app
+from tests.unit.web_support import (
+    XSS,
+    XSS_ESCAPED,
+    XSS_ID,
+    Fake,
+    call,
+    cycle_links,
+    get,
+    hrefs,
+    make_cycle,
+    make_job,
+    make_state,
+    table,
+)
 
 # --- landing page ----------------------------------------------------------------------------
 
@@ -213,9 +51,8 @@ def test_landing_page_lists_cycles_newest_first_with_links() -> None:
     )
     r = get(fake.app(), "/")
     assert r.status == 200
-    cycle_links = [h for h in hrefs(r.text) if h.startswith("/cycles/")]
-    assert cycle_links == ["/cycles/newest", "/cycles/middle", "/cycles/oldest"]
-    assert "/metrics" in hrefs(r.text)
+    assert cycle_links(r.text) == ["newest", "middle", "oldest"]
+    assert {"/metrics", "/-/healthy", "/-/ready", "/config"} <= set(hrefs(r.text))
     assert "<title>pqd</title>" in r.text
     assert "1.2.3" in r.text and "3.11.9" in r.text
     assert "2023-11-14T22:16:40.000Z" in r.text  # oldest's start, in UTC
@@ -226,17 +63,22 @@ def test_landing_page_lists_cycles_newest_first_with_links() -> None:
     assert "1.250 s" in r.text
 
 
-def test_landing_page_shows_probe_settings() -> None:
+def test_probe_settings_are_on_the_probe_page_not_the_landing_page() -> None:
     state = make_state(
         probes=(
             ProbeView("default", (("start_method", "forkserver"), ("workers", "4"))),
             ProbeView("spawny", (("start_method", "spawn"), ("schedule", "*/5 * * * *"))),
         )
     )
-    r = get(Fake(state=state).app(), "/")
+    app = Fake(state=state).app()
+    assert ">workers<" not in get(app, "/").text
+    r = get(app, "/probes/spawny")
     assert r.status == 200
-    for text in ("default", "spawny", "forkserver", "spawn", "*/5 * * * *", "workers"):
-        assert f">{text}<" in r.text
+    settings = r.text[r.text.index("<h3>Settings</h3>") : r.text.index('<h3 id="cycles">')]
+    assert re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", settings) == [
+        ("start_method", "spawn"),
+        ("schedule", "*/5 * * * *"),
+    ]
 
 
 def test_landing_page_without_cycles_or_probes() -> None:
@@ -248,7 +90,7 @@ def test_landing_page_without_cycles_or_probes() -> None:
 
 def test_html_pages_carry_type_nosniff_and_csp() -> None:
     fake = Fake([make_cycle()])
-    for path in ("/", "/cycles/c1", "/cycles/unknown"):
+    for path in ("/", "/cycles/c1", "/cycles/unknown", "/probes/default", "/probes/x", "/config"):
         r = get(fake.app(), path)
         assert r.headers["content-type"] == "text/html; charset=utf-8"
         assert r.headers["x-content-type-options"] == "nosniff"
@@ -293,13 +135,13 @@ def test_everything_from_config_and_results_is_escaped() -> None:
 def test_links_survive_ids_with_spaces_and_non_ascii() -> None:
     cycle = make_cycle(cycle_id="probe é/20 30?#%")
     fake = Fake([cycle])
-    link = next(h for h in hrefs(get(fake.app(), "/").text) if h.startswith("/cycles/"))
+    link = next(h for h in hrefs(table(get(fake.app(), "/").text, "cycles")) if "/cycles/" in h)
     # A "/" in an id is percent-encoded too, but a server decodes %2F before PATH_INFO, so such an
     # id cannot round-trip; the daemon's ids never contain one. Everything else must.
     assert link == "/cycles/probe%20%C3%A9%2F20%2030%3F%23%25"
     cycle = make_cycle(cycle_id="probe é 20 30?#%")
     fake = Fake([cycle])
-    link = next(h for h in hrefs(get(fake.app(), "/").text) if h.startswith("/cycles/"))
+    link = next(h for h in hrefs(table(get(fake.app(), "/").text, "cycles")) if "/cycles/" in h)
     r = get(fake.app(), link)
     assert r.status == 200
     assert fake.looked_up == ["probe é 20 30?#%"]
@@ -309,143 +151,36 @@ def test_links_respect_script_name() -> None:
     fake = Fake([make_cycle()])
     r = call(fake.app(), path_info="/", script_name="/pqd")
     assert r.status == 200
-    assert {"/pqd/", "/pqd/metrics", "/pqd/cycles/c1"} <= set(hrefs(r.text))
+    assert {
+        "/pqd/",
+        "/pqd/metrics",
+        "/pqd/config",
+        "/pqd/-/healthy",
+        "/pqd/cycles/c1",
+        "/pqd/probes/default",
+        "/pqd/?result=failed",
+    } <= set(hrefs(r.text))
+    r = call(fake.app(), path_info="/probes/default", script_name="/pqd")
+    assert {"/pqd/probes/default?result=failed", "/pqd/cycles/c1"} <= set(hrefs(r.text))
 
 
 def test_head_is_get_without_a_body() -> None:
     app = Fake([make_cycle()]).app()
-    for path in ("/", "/cycles/c1", "/-/healthy", "/-/ready", "/metrics"):
+    for path in (
+        "/",
+        "/cycles/c1",
+        "/probes/default",
+        "/config",
+        "/-/healthy",
+        "/-/ready",
+        "/metrics",
+    ):
         full = get(app, path)
         head = get(app, path, method="HEAD")
         assert head.status == full.status == 200
         assert head.body == b""
         assert head.headers["content-length"] == str(len(full.body))
         assert head.headers["content-type"] == full.headers["content-type"]
-
-
-# --- cycle pages -----------------------------------------------------------------------------
-
-
-def test_cycle_page_shows_summary_phases_jobs_and_trace() -> None:
-    cycle = make_cycle(
-        cycle_id="abc123",
-        success=False,
-        reason="leak",
-        detail="2 processes left behind: 4242 4243",
-        leaked_processes=2,
-        leaked_pids=(4242, 4243),
-        phase_seconds={"teardown": 0.5, "pool_start": 0.25},
-    )
-    fake = Fake([cycle])
-    r = get(fake.app(), "/cycles/abc123")
-    assert r.status == 200
-    assert fake.looked_up == ["abc123"]
-    for text in (
-        "failed: leak",
-        "2 processes left behind: 4242 4243",
-        "4242 4243",
-        "forkserver",
-        "forkserver 1999",
-        "ForkServerPoolWorker-1",
-        "A B C D E",
-        "300 / 307 / 302",
-    ):
-        assert text in r.text, text
-    # Phases in cycle order, the unreached "jobs" phase absent.
-    assert r.text.index(">pool_start<") < r.text.index(">teardown<")
-    assert ">jobs<" not in r.text
-    pre = re.search(r"<pre>(.*)</pre>", r.text, re.S)
-    assert pre is not None
-    assert pre.group(1).splitlines() == [
-        "1700000000.0 2000 MainProcess 300",
-        f"put in q{SEED_COLON}A",
-        "Full q !!!",
-        "count(1)",
-        "**********",
-    ]
-
-
-def summary_rows(page: str) -> dict[str, str]:
-    """The cycle page's key/value rows (first table), as the page writes them (escaped)."""
-    table = page[page.index("<table>") : page.index("</table>")]
-    return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table))
-
-
-def test_cycle_page_shows_containment_cpu_and_peak_rss() -> None:
-    cycle = make_cycle(containment="cgroup", cpu_seconds=0.7563, max_rss_bytes=44_040_192)
-    rows = summary_rows(get(Fake([cycle]).app(), "/cycles/c1").text)
-    assert rows["containment"] == "cgroup"
-    assert rows["CPU (whole tree)"] == "0.756 s"
-    assert rows["peak RSS (largest process)"] == "42.0 MiB"  # 44,040,192 B = 42 MiB
-
-
-def test_cycle_page_says_when_cpu_and_rss_were_not_measured() -> None:
-    rows = summary_rows(get(Fake([make_cycle()]).app(), "/cycles/c1").text)
-    assert rows["containment"] == "subreaper"  # the default
-    assert rows["CPU (whole tree)"] == "not measured"
-    assert rows["peak RSS (largest process)"] == "not measured"
-    # A measured zero is shown as zero, not as "not measured".
-    cycle = make_cycle(cpu_seconds=0.0, max_rss_bytes=0)
-    rows = summary_rows(get(Fake([cycle]).app(), "/cycles/c1").text)
-    assert (rows["CPU (whole tree)"], rows["peak RSS (largest process)"]) == ("0.000 s", "0.0 MiB")
-
-
-def test_cycle_page_lists_leaked_processes_with_escaped_command_lines() -> None:
-    hostile = f'sh -c "{XSS}" </td></table><img src=x onerror=alert(1)> & more'
-    cycle = make_cycle(
-        success=False,
-        reason="leak",
-        leaked_processes=3,
-        leaked_pids=(4242, 4243, 4244),
-        # The third pid has no command line (a result from a runner that did not read it).
-        leaked_commands=(hostile, "sleep 300" + " x" * 1000),
-    )
-    r = get(Fake([cycle]).app(), "/cycles/c1")
-    assert r.status == 200
-    assert "<script>" not in r.text and "<img" not in r.text
-    section = r.text[r.text.index("<h3>Leaked processes</h3>") : r.text.index("<h3>Phases</h3>")]
-    cells = re.findall(r"<tr><td[^>]*>(.*?)</td><td><code>(.*?)</code></td></tr>", section)
-    assert [pid for pid, _ in cells] == ["4242", "4243", "4244"]
-    assert cells[0][1] == (
-        "sh -c &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot; &lt;/td&gt;&lt;/table&gt;"
-        "&lt;img src=x onerror=alert(1)&gt; &amp; more"
-    )
-    assert cells[1][1].startswith("sleep 300 x x") and cells[1][1].endswith("…")
-    assert len(cells[1][1]) == 1000  # cut short: the page stays small
-    assert cells[2][1] == "unknown"
-    assert summary_rows(r.text)["leaked pids"] == "4242 4243 4244"
-
-
-def test_cycle_page_without_leaks_has_no_leaked_section() -> None:
-    r = get(Fake([make_cycle()]).app(), "/cycles/c1")
-    assert "Leaked processes" not in r.text
-    assert summary_rows(r.text)["leaked pids"] == "none"
-
-
-def test_unknown_cycle_is_a_404_page() -> None:
-    fake = Fake([make_cycle(cycle_id="known")])
-    r = get(fake.app(), "/cycles/nope")
-    assert r.status == 404
-    assert r.headers["content-type"] == "text/html; charset=utf-8"
-    assert "nope" in r.text
-    assert fake.looked_up == ["nope"]
-
-
-def test_cycle_with_odd_numbers_still_renders() -> None:
-    cycle = make_cycle(
-        duration_seconds=float("nan"),
-        started_at=float("inf"),
-        phase_seconds={},
-        jobs=(),
-        helpers_started=(),
-        host_pid_count_during=-1,
-        detail="broken \udcff text",
-    )
-    r = get(Fake([cycle]).app(), "/cycles/c1")
-    assert r.status == 200
-    assert "No phase was reached." in r.text
-    assert "No job reported back." in r.text
-    assert "broken ? text" in r.text
 
 
 # --- /metrics --------------------------------------------------------------------------------
@@ -604,6 +339,8 @@ def test_reload_disabled_is_not_found() -> None:
         ("POST", "/-/healthy", "GET, HEAD"),
         ("PUT", "/-/ready", "GET, HEAD"),
         ("POST", "/cycles/c1", "GET, HEAD"),
+        ("POST", "/config", "GET, HEAD"),
+        ("DELETE", "/probes/default", "GET, HEAD"),
     ],
 )
 def test_wrong_method_is_405_with_allow(method: str, path: str, allow: str) -> None:
@@ -639,6 +376,12 @@ def test_wrong_method_is_405_with_allow(method: str, path: str, allow: str) -> N
         ("//", 404),
         ("/index.html", 404),
         ("/favicon.ico", 404),
+        ("/probes/", 404),
+        ("/probes", 404),
+        ("/probes/nope", 404),
+        ("/probes/" + "a" * 100_000, 404),
+        ("/probes/\xff", 400),
+        ("/config/", 404),
     ],
 )
 def test_hostile_paths_are_4xx(path_info: str, status: int) -> None:
@@ -661,11 +404,27 @@ def test_empty_path_info_is_the_landing_page() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=40), st.booleans())
-def test_any_path_gets_an_answer_below_500(tail: str, under_cycles: bool) -> None:
+@given(
+    st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=40),
+    st.sampled_from(["/", "/cycles/", "/probes/"]),
+)
+def test_any_path_gets_an_answer_below_500(tail: str, prefix: str) -> None:
     app = Fake().app()
-    r = call(app, path_info=("/cycles/" if under_cycles else "/") + tail)
+    r = call(app, path_info=prefix + tail)
     assert 200 <= r.status < 500
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=60),
+    st.sampled_from(["/", "/probes/default"]),
+)
+def test_any_query_gets_a_page_or_a_400(query: str, path: str) -> None:
+    app = Fake([make_cycle()]).app()
+    r = call(app, path_info=path, query=query)
+    assert r.status in (200, 400)
+    if r.status == 400:
+        assert r.text.startswith("Bad Request: ") and r.text.count("\n") == 1
 
 
 def raising(*_: Any) -> Any:
