@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite drives for real: prometheus/promtool, chromium, systemd-analyze.
-APT_PACKAGES := prometheus chromium systemd
+APT_PACKAGES := prometheus chromium systemd fonts-wqy-microhei
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PREFIX ?= /opt/pqd
