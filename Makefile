@@ -28,8 +28,11 @@ run: $(VENV)/.run-installed
 
 ## system-deps: the Debian packages the tests need (skipped when already installed)
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v chromium >/dev/null \
-	    || ! command -v systemd-analyze >/dev/null; then \
+	@missing=$$(for package in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$package 2>/dev/null | grep -q '^install ok installed' \
+	    || echo $$package; \
+	done); \
+	if [ -n "$$missing" ]; then \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    $(APT_PACKAGES) >/dev/null; \

@@ -24,7 +24,7 @@ from pqd.results import CycleResult, StuckProcess
 from pqd.supervisor import Runners
 from tests.integration import fault_jobs
 from tests.integration.fault_runner import PRODUCER_ENV
-from tests.integration.pqd_process import wait_until
+from tests.integration.pqd_process import running_pqd, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 3.0
@@ -218,3 +218,22 @@ def _in_thread(target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
+
+
+def test_daemon_logs_and_serves_where_it_was_stuck(tmp_path: Path) -> None:
+    """The real daemon (through the fault harness): the failed cycle's log line summarises the
+    capture and its page shows each process and the sleeping line."""
+    config = f'[probes.stuck]\ninterval = "1s"\nworkers = 2\nrounds = 1\ntimeout = "{TIMEOUT:g}s"\n'
+    env = {PRODUCER_ENV: "sleeping_producer", "PYTHONPATH": str(REPO)}
+    harness = (sys.executable, str(REPO / "tests/integration/pqd_fault_harness.py"))
+    line = line_of(fault_jobs.sleeping_producer, "SLEEPING_LINE")
+    with running_pqd(tmp_path, config, env=env, command=harness) as pqd:
+        failed = wait_until(lambda: pqd.log_events("cycle failed"), "a failed cycle", 60.0)[0]
+        assert failed["reason"] == "timeout", failed
+        assert failed["stuck"].startswith("runner pid "), failed
+        assert f"at fault_jobs.py:{line} in sleeping_producer" in failed["stuck"], failed
+
+        status, page = pqd.get(f"/cycles/{failed['cycle_id']}")
+        assert status == 200, page
+        assert "Where it was stuck" in page, page
+        assert f"fault_jobs.py&quot;, line {line} in sleeping_producer" in page, page
