@@ -11,37 +11,24 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
-T = TypeVar("T")
+from tests.integration.pqd_process import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy/prometheus"
 
 SCRAPE_INTERVAL = "1s"
 STARTUP_SECONDS = 60.0
-
-
-def wait_until(predicate: Callable[[], T], what: str, seconds: float) -> T:
-    """Poll until ``predicate`` returns something truthy; never a fixed sleep."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def free_port() -> int:
