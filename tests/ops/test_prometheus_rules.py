@@ -6,6 +6,8 @@ promtool comes with Debian's `prometheus` package; `make test` installs it.
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,7 +47,25 @@ REQUIRED_ALERTS = {
     "PqdQueueSaturated",
     "PqdCyclesSlow",
     "PqdConfigReloadFailed",
+    # Issue 10: multi-window, multi-burn-rate alerts on the success objective.
+    "PqdErrorBudgetBurnFast",
+    "PqdErrorBudgetBurnSlow",
 }
+
+#: Recording rules other files (dashboards) may query by name; more may be added.
+REQUIRED_RECORDS = {
+    "pqd:cycle_success:objective",
+    "probe:pqd_cycle_success:ratio_rate5m",
+    "probe:pqd_cycle_success:ratio_rate1h",
+    "probe:pqd_cycle_success:ratio_rate6h",
+}
+
+#: Every alert's `link` annotation starts with this, and nothing else in the rules does, so that
+#: the one rewrite docs/runbook.md#links gives switches every link to https and a path prefix.
+LINK_BASE = "http://{{ $labels.instance }}/"
+PROBE_PAGE = LINK_BASE + "probes/{{ $labels.probe | urlquery }}"
+#: The rewrite as docs/runbook.md gives it (pqd behind a reverse proxy at https://HOST/pqd/).
+LINK_REWRITE = "s|http://{{ $labels.instance }}/|https://{{ $labels.instance }}/pqd/|"
 
 
 def assert_promtool_passes(*args: str) -> None:
@@ -78,6 +98,78 @@ def test_scrape_config_shape() -> None:
 
 def test_required_alerts_exist() -> None:
     assert set(ALERT_NAMES) >= REQUIRED_ALERTS
+
+
+def _record_names() -> list[str]:
+    return [rule["record"] for rule in all_rules() if "record" in rule]
+
+
+def test_required_recording_rules_exist() -> None:
+    assert set(_record_names()) >= REQUIRED_RECORDS
+
+
+def test_every_recording_rule_is_tested() -> None:
+    # A promql_expr_test that queries the rule by name pins what it records.
+    tested = {
+        re.split(r"[^a-zA-Z0-9_:]", expr_test["expr"], maxsplit=1)[0]
+        for group in load_yaml(ALERT_TESTS_FILE)["tests"]
+        for expr_test in group.get("promql_expr_test", [])
+    }
+    assert not set(_record_names()) - tested, sorted(set(_record_names()) - tested)
+
+
+def test_the_objective_is_one_number() -> None:
+    # Alerts read the objective from its recording rule; none carries its own copy.
+    (objective,) = (r for r in all_rules() if r.get("record") == "pqd:cycle_success:objective")
+    assert re.fullmatch(r"vector\(0\.\d+\)", objective["expr"].strip()), objective["expr"]
+    for name in ("PqdErrorBudgetBurnFast", "PqdErrorBudgetBurnSlow"):
+        rule = alert_rules()[name]
+        assert "scalar(pqd:cycle_success:objective)" in rule["expr"], name
+        assert "0.99" not in rule["expr"] and "99%" not in rule["annotations"]["description"]
+
+
+@pytest.mark.parametrize("name", ALERT_NAMES)
+def test_alert_links_to_its_evidence(name: str) -> None:
+    # A probe's alert leads to that probe's page on the instance; an alert about pqd as a whole
+    # (no probe label) to its landing page.
+    rule = alert_rules()[name]
+    assert rule["annotations"].get("link") == _expected_link(rule)
+
+
+def _expected_link(rule: dict[str, Any]) -> str:
+    return PROBE_PAGE if "probe" in grouping_labels(rule["expr"]) else LINK_BASE
+
+
+def test_links_share_one_rewritable_base() -> None:
+    text = ALERTS_FILE.read_text(encoding="utf-8")
+    assert text.count(LINK_BASE) == len(ALERT_NAMES), "one link per alert, nothing else"
+    assert f"sed -i '{LINK_REWRITE}' deploy/prometheus/pqd-alerts.yml" in RUNBOOK.read_text(
+        encoding="utf-8"
+    ), "docs/runbook.md#links should give the rewrite this test makes"
+
+
+def test_rewritten_links_render_with_https_and_prefix(tmp_path: Path) -> None:
+    # The documented rewrite, applied to a copy: the rules still load and every promtool test
+    # passes with each expected link moved to https://INSTANCE/pqd/.
+    for path in (RECORDING_FILE, ALERTS_FILE, ALERT_TESTS_FILE):
+        shutil.copy(path, tmp_path / path.name)
+    sed = require_tool("sed", "apt-get install -y sed")
+    result = run([sed, "-i", LINK_REWRITE, str(tmp_path / ALERTS_FILE.name)])
+    assert result.returncode == 0, describe(result)
+    rewritten = (tmp_path / ALERTS_FILE.name).read_text(encoding="utf-8")
+    assert LINK_BASE not in rewritten
+    probe_alerts = [r for r in alert_rules().values() if _expected_link(r) == PROBE_PAGE]
+    assert rewritten.count("https://{{ $labels.instance }}/pqd/probes/") == len(probe_alerts)
+    tests = tmp_path / ALERT_TESTS_FILE.name
+    expected, moved = re.subn(
+        r"^(\s+link: )http://([^/\s]+)/",
+        r"\1https://\2/pqd/",
+        tests.read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
+    assert moved >= len(ALERT_NAMES)
+    tests.write_text(expected, encoding="utf-8")
+    assert_promtool_passes("test", "rules", str(tests))
 
 
 @pytest.mark.parametrize("name", ALERT_NAMES)
