@@ -13,10 +13,10 @@ plain ``getrusage(RUSAGE_CHILDREN)`` is not enough: pool workers started by the 
 the forkserver's children, so their time only reaches pqd when the forkserver itself exits and
 is reaped, which in a daemon is never.
 
-A `pqd run` daemon's tree (design §1a): pqd -> one runner per probe (``python -m pqd.runner``)
--> under forkserver, that runner's forkserver and resource tracker (and, during a cycle, the
-Manager and the pool workers below the forkserver). Nothing here assumes any of them is pqd's
-direct child except the runners: descendants are always walked recursively.
+A `pqd run` daemon's tree (docs/design.md §1a): pqd -> one runner per probe (``python -m
+pqd.runner``) -> under forkserver, that runner's forkserver and resource tracker (and, during a
+cycle, the Manager and the pool workers below the forkserver). Nothing here assumes any of them is
+pqd's direct child except the runners: descendants are always walked recursively.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Two daemons, one after the other, each left alone for ``--window`` seconds (no s
 * ``after a cycle``: ``--interval 1h`` (the default probe, forkserver): the first cycle runs at
   start-up; the window starts ``--settle`` seconds after it ended, so the probe's runner and,
   below it, the forkserver and resource tracker it keeps are there, as between any two cycles
-  (pqd -> runner -> {forkserver, resource tracker}, design §1a).
+  (pqd -> runner -> {forkserver, resource tracker}, docs/design.md §1a).
 * ``before any cycle``: ``--cron "0 0 1 1 *"``: no cycle runs at all, so there is no runner yet.
 
 Every second, each process of the tree is sampled: RSS, USS and PSS (psutil's

@@ -1,10 +1,10 @@
 """Soak: many cycles of the default probe in one `pqd run`, scraped every 100 ms.
 
 Prints pqd's RSS, threads and open descriptors after warm-up and at the end, the same RSS
-figures for the probe's runner (design §1a: pqd -> runner -> forkserver, resource tracker; per
-runner pid, as a failed cycle replaces the runner), failures by reason, leaked processes,
-scrape latency, and whether every cycle is accounted for in pqd_cycles_total. The figures go
-into docs/reliability.md.
+figures for the probe's runner (docs/design.md §1a: pqd -> runner -> forkserver, resource
+tracker; per runner pid, as a failed cycle replaces the runner), failures by reason, leaked
+processes, scrape latency, and whether every cycle is accounted for in pqd_cycles_total. The
+figures go into docs/reliability.md.
 
     .venv/bin/python benchmarks/soak.py                # 5,000 cycles (about 30 minutes here)
     .venv/bin/python benchmarks/soak.py --quick        # 40 cycles, for the smoke test

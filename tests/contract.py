@@ -3,7 +3,7 @@ exposition, the metrics writer, and the dashboards' and alerts' queries."""
 
 from __future__ import annotations
 
-#: Design §2: the metric names are a contract shared by the daemon, dashboards and alerts. A
+#: docs/design.md §2: the metric names are a contract shared by the daemon, dashboards and alerts. A
 #: query that names anything else is a typo or an invented metric and would silently be empty.
 CONTRACT_GAUGES = frozenset(
     {
@@ -51,7 +51,7 @@ CONTRACT_UNPROBED = frozenset(
         "pqd_config_last_reload_success_timestamp_seconds",
     }
 )
-#: Every family in design §2 (counters as exposed, with _total), in the design's order.
+#: Every family in docs/design.md §2 (counters as exposed, with _total), in the design's order.
 DESIGN_FAMILIES = (
     *sorted(CONTRACT_GAUGES),
     *sorted(CONTRACT_COUNTERS),

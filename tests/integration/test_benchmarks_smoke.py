@@ -23,7 +23,7 @@ SCRIPTS = {
 }
 #: More that a script must print.
 ALSO = {
-    # pqd -> runner -> forkserver, resource tracker (design §1a): each process's memory.
+    # pqd -> runner -> forkserver, resource tracker (docs/design.md §1a): each process's memory.
     "idle.py": ("## Idle footprint per process", "| runner ", "| forkserver ", "target runner USS"),
 }
 

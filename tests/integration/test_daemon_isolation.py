@@ -1,6 +1,6 @@
-"""Each probe in its own supervised process tree (design §1a), tested against a running `pqd run`
-with real processes over real HTTP, /metrics scraped throughout: hard deadlines from outside,
-truthful reasons, exact leaks, nothing shared between probes, nothing outliving pqd."""
+"""Each probe in its own supervised process tree (docs/design.md §1a), tested against a running
+`pqd run` with real processes over real HTTP, /metrics scraped throughout: hard deadlines from
+outside, truthful reasons, exact leaks, nothing shared between probes, nothing outliving pqd."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-probe runners (design §1a) driven by pqd's supervisor in this test process: real
+"""The per-probe runners (docs/design.md §1a) driven by pqd's supervisor in this test process: real
 runner processes, real pools, nothing shared between probes."""
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ CONTRACT_METRICS = (
     | {"pqd_probe_info"}
     | {h + suffix for h in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
-#: Labels a query may aggregate by: the target's, pqd's (design §2), and the histogram's.
+#: Labels a query may aggregate by: the target's, pqd's (docs/design.md §2), and the histogram's.
 CONTRACT_LABELS = frozenset({"job", "instance", "probe", "reason", "phase", "operation", "le"})
 
 #: A pqd_ name standing alone, not part of a recording rule name such as level:pqd_x:op.

@@ -91,7 +91,7 @@ def test_scrape_config_shape() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert "pqd" in jobs, "the alerts and dashboards select job=pqd"
     targets = [t for sc in jobs["pqd"]["static_configs"] for t in sc["targets"]]
-    assert targets == ["localhost:10029"], "pqd listens on 10029 (design §3)"
+    assert targets == ["localhost:10029"], "pqd listens on 10029 (docs/design.md §3)"
     rule_files = {SCRAPE_CONFIG.parent / name for name in config["rule_files"]}
     assert rule_files == {RECORDING_FILE, ALERTS_FILE}
 
@@ -194,7 +194,7 @@ def test_every_runbook_alert_section_is_an_alert() -> None:
 
 def test_runbook_explains_every_failure_reason() -> None:
     # The reason table is where an alert's reader learns what pqd_cycle_failures_total{reason}
-    # means; a reason added to design §1 needs its row.
+    # means; a reason added to docs/design.md §1 needs its row.
     text = RUNBOOK.read_text(encoding="utf-8")
     for reason in FAILURE_REASONS:
         assert re.search(rf"^\| `{reason}` \|", text, re.MULTILINE), f"{RUNBOOK}: no {reason} row"
@@ -204,7 +204,7 @@ def test_runbook_explains_every_failure_reason() -> None:
 def test_rule_uses_contract_names_and_job(rule: dict[str, Any]) -> None:
     expr = rule["expr"]
     unknown = pqd_metric_names(expr) - CONTRACT_METRICS
-    assert not unknown, f"not in design §2: {sorted(unknown)}"
+    assert not unknown, f"not in docs/design.md §2: {sorted(unknown)}"
     assert grouping_labels(expr) <= CONTRACT_LABELS, grouping_labels(expr)
     # Every selector names the scrape job, so pqd rules never match another exporter's series.
     for selector in re.findall(r"(?<![\w:])[a-zA-Z0-9_:]+\{([^}]*)\}", expr):

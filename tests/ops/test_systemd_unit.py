@@ -49,7 +49,7 @@ def unit_copy(tmp_path: Path) -> Path:
 
 
 def test_verify_prints_nothing(unit_copy: Path) -> None:
-    # verify exits 0 even for a misspelled key (design §5); any output at all is a finding.
+    # verify exits 0 even for a misspelled key (docs/design.md §5); any output at all is a finding.
     result = run([require_tool("systemd-analyze", HINT), "verify", str(unit_copy)])
     assert result.returncode == 0 and not result.stdout and not result.stderr, describe(result)
 
@@ -106,8 +106,8 @@ def test_no_hardening_that_falsifies_metrics() -> None:
 def test_delegated_cgroup_stays_writable() -> None:
     # ProtectControlGroups=yes (and `strict`) mounts all of /sys/fs/cgroup read-only, the
     # subtree Delegate=yes hands over included: creating a probe's cgroup fails with EROFS and
-    # every probe silently falls back to subreaper containment (design §1a). `private` (systemd
-    # >= 257) gives the unit a writable cgroup namespace and would do.
+    # every probe silently falls back to subreaper containment (docs/design.md §1a). `private`
+    # (systemd >= 257) gives the unit a writable cgroup namespace and would do.
     found = directives(UNIT.read_text(encoding="utf-8"))
     assert found.get("Delegate", ["no"])[-1] == "yes"
     assert found.get("ProtectControlGroups", ["no"])[-1] in {"no", "private"}
