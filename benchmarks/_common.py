@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 PYTHON = sys.executable
-_PORT = re.compile(r'msg="pqd started".* port=(\d+)')
 
 
 # -- machine ----------------------------------------------------------------------------------
@@ -347,33 +344,20 @@ def run_fresh(argv: Sequence[str]) -> tuple[float, float]:
 
 
 class Daemon:
-    """A `pqd run` process on a free port, its stderr log in a temporary file."""
+    """A `pqd run` process on a free port, its log in a temporary directory; started and stopped
+    by the launcher the tests use too (tests/pqd_launcher.py)."""
 
     def __init__(self, args: Sequence[str], config: str = "", env: dict[str, str] | None = None):
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))  # a script's path starts at benchmarks/
+        from tests.pqd_launcher import LaunchedPqd
+
         self.dir = tempfile.TemporaryDirectory(prefix="pqd-bench-")
-        base = Path(self.dir.name)
-        self.config_path = base / "pqd.toml"
-        self.config_path.write_text(config)
-        self.log_path = base / "pqd.log"
-        self._log = self.log_path.open("w")
         # The console script, as systemd runs it (its __main__ is what children re-import).
         exe = Path(PYTHON).parent / "pqd"
         command = [str(exe)] if exe.exists() else [PYTHON, "-m", "pqd"]
-        self.proc = subprocess.Popen(
-            [
-                *command,
-                "run",
-                "--config",
-                str(self.config_path),
-                "--listen-address",
-                "127.0.0.1:0",
-                *args,
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
+        self.launched = LaunchedPqd(Path(self.dir.name), config, command, args=args, env=env)
+        self.proc = self.launched.proc
         self.final_log = ""
         try:
             self.port = self._wait_port()
@@ -386,25 +370,22 @@ class Daemon:
         return self.proc.pid
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.launched.log_text()
 
     def _wait_port(self, seconds: float = 30.0) -> int:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pqd exited early:\n{self.log_text()}")
-            found = _PORT.search(self.log_text())
-            if found:
-                return int(found.group(1))
+            port = self.launched.logged_port()
+            if port is not None:
+                return port
             time.sleep(0.02)
         raise RuntimeError(f"pqd did not start:\n{self.log_text()}")
 
     def finished_cycles(self) -> list[dict[str, str]]:
-        return [
-            logfmt(line)
-            for line in self.log_text().splitlines()
-            if 'msg="cycle finished"' in line or 'msg="cycle failed"' in line
-        ]
+        from tests.pqd_launcher import logfmt
+
+        ended = ("cycle finished", "cycle failed")
+        return [f for f in map(logfmt, self.log_text().splitlines()) if f.get("msg") in ended]
 
     def wait_cycles(self, count: int, seconds: float, poll: float = 0.005) -> list[dict[str, str]]:
         """Wait until ``count`` cycles have ended (reading the log costs the daemon nothing)."""
@@ -419,55 +400,12 @@ class Daemon:
         raise RuntimeError(f"only {len(self.finished_cycles())} of {count} cycles finished")
 
     def stop(self) -> None:
-        """SIGTERM pqd, then make sure nothing of its tree outlives it.
-
-        pqd retires its runners when it stops, and a runner kills its own tree when pqd exits;
-        whatever is still there 5 s later is SIGKILLed: every process of the tree as it was
-        before the SIGTERM (runners, their forkservers and resource trackers, any Manager or
-        worker of a cycle), and every process still in a runner's process group (each runner
-        leads one): something started after the snapshot, no longer below pqd once pqd is
-        gone. The log's last text stays in ``final_log``."""
-        import psutil
-
-        try:
-            tree = [proc for proc, _ in tree_roles(self.proc.pid)]
-            runners = runner_procs(self.proc.pid)
-        except psutil.Error:
-            tree, runners = [], []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        _, alive = psutil.wait_procs(tree, timeout=5)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        _kill_groups(runners)
-        self._log.close()
+        """Stop pqd and everything of its tree (the launcher's stop); the log's last text stays
+        in ``final_log``."""
+        self.launched.stop()
         with contextlib.suppress(OSError):
             self.final_log = self.log_text()
         self.dir.cleanup()
-
-
-def _kill_groups(leaders: Sequence[Any]) -> None:
-    """SIGKILL every process in the process group each of ``leaders`` led, if it started no
-    earlier than the leader (a pid in use as a process group id is not reused)."""
-    import psutil
-
-    if not leaders:
-        return
-    started = {}
-    for leader in leaders:
-        with contextlib.suppress(psutil.Error):
-            started[leader.pid] = leader.create_time()
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            group = os.getpgid(proc.pid)
-            if group in started and proc.create_time() >= started[group] - 0.01:
-                proc.kill()
 
 
 @contextlib.contextmanager
@@ -477,14 +415,6 @@ def daemon(args: Sequence[str], config: str = "") -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
-
-
-def logfmt(line: str) -> dict[str, str]:
-    fields = {}
-    for match in re.finditer(r'(\w+)=("((?:[^"\\]|\\.)*)"|\S*)', line):
-        key, raw, quoted = match.group(1), match.group(2), match.group(3)
-        fields[key] = quoted if quoted is not None else raw
-    return fields
 
 
 def ms(seconds: float) -> str:

@@ -4,10 +4,6 @@ stopped (and its process tree killed) by the fixture that owns it."""
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -18,10 +14,13 @@ from typing import TypeVar
 
 import psutil
 
+from tests.pqd_launcher import LaunchedPqd, logfmt
+
+__all__ = ["PqdProcess", "logfmt", "running_pqd", "sample", "wait_until"]
+
 T = TypeVar("T")
 
 DEADLINE_SECONDS = 30.0
-_PORT = re.compile(r'msg="pqd started".* port=(\d+)')
 
 
 def wait_until(
@@ -38,18 +37,9 @@ def wait_until(
         time.sleep(0.02)
 
 
-def logfmt(line: str) -> dict[str, str]:
-    """Parse one logfmt line (quoted values with backslash escapes)."""
-    fields = {}
-    for match in re.finditer(r'(\w+)=("((?:[^"\\]|\\.)*)"|\S*)', line):
-        key, raw, quoted = match.group(1), match.group(2), match.group(3)
-        fields[key] = (
-            quoted.replace('\\"', '"').replace("\\\\", "\\") if quoted is not None else raw
-        )
-    return fields
+class PqdProcess(LaunchedPqd):
+    """A `pqd run` for a test, in ``tmp_path``; `python -m pqd` unless ``command`` says else."""
 
-
-class PqdProcess:
     def __init__(
         self,
         tmp_path: Path,
@@ -59,47 +49,14 @@ class PqdProcess:
         env: Mapping[str, str] | None = None,
         command: Sequence[str] | None = None,
     ) -> None:
-        self.config_path = tmp_path / "pqd.toml"
-        self.config_path.write_text(config)
-        self.log_path = tmp_path / "pqd.log"
-        self._log = self.log_path.open("w")
         base = list(command) if command else [sys.executable, "-m", "pqd"]
-        self.proc = subprocess.Popen(
-            [
-                *base,
-                "run",
-                "--config",
-                str(self.config_path),
-                "--listen-address",
-                "127.0.0.1:0",
-                *args,
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
+        super().__init__(tmp_path, config, base, args=args, env=env)
         self.port = 0
 
     def wait_ready(self) -> PqdProcess:
-        def port() -> int | None:
-            assert self.proc.poll() is None, f"pqd exited early:\n{self.log_text()}"
-            found = _PORT.search(self.log_text())
-            return int(found.group(1)) if found else None
-
-        self.port = wait_until(port, "pqd to log its port")
+        self.port = wait_until(self.logged_port, "pqd to log its port")
         wait_until(lambda: self.get("/-/ready")[0] == 200, "/-/ready")
         return self
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_events(self, msg: str) -> list[dict[str, str]]:
-        return [
-            fields
-            for fields in map(logfmt, self.log_text().splitlines())
-            if fields.get("msg") == msg
-        ]
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -138,22 +95,6 @@ class PqdProcess:
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
-
-    def stop(self) -> int:
-        """SIGTERM, wait; SIGKILL the whole tree if it does not go. Returns the exit code."""
-        tree = self.descendants()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for child in tree:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        self._log.close()
-        return self.proc.returncode
 
 
 @contextlib.contextmanager
