@@ -316,7 +316,7 @@ def _check_expr(expr: str, where: str) -> None:
     bare = re.findall(r"(?<![\w:])((?:pqd|process|python)_\w+)(?![\w{])", expr)
     assert not bare, f"{where}: {bare} without the shared selector"
     unknown = pqd_metric_names(expr) - CONTRACT_METRICS
-    assert not unknown, f"{where}: not in design §2: {sorted(unknown)}"
+    assert not unknown, f"{where}: not in docs/design.md §2: {sorted(unknown)}"
     assert grouping_labels(expr) <= CONTRACT_LABELS, f"{where}: {grouping_labels(expr)}"
 
 
@@ -348,7 +348,7 @@ def test_dashboard_answers_the_operator_questions() -> None:
         "pqd_queue_operation_duration_seconds_bucket{",
         "rate(process_cpu_seconds_total{",
         "process_resident_memory_bytes{",
-        # What a cycle costs (design §1a/§2): its process tree's CPU and peak RSS.
+        # What a cycle costs (docs/design.md §1a and §2): its process tree's CPU and peak RSS.
         "pqd_last_cycle_cpu_seconds{",
         "rate(pqd_cycle_cpu_seconds_total{",
         "pqd_last_cycle_max_rss_bytes{",
@@ -377,7 +377,8 @@ def test_cost_panels_have_units() -> None:
 
 
 def test_texts_name_every_failure_reason() -> None:
-    # The failures panel's description spells the reasons out; keep it in step with design §1.
+    # The failures panel's description spells the reasons out; keep it in step with
+    # docs/design.md §1.
     (panel,) = [p for p in panels() if p["title"] == "Failures per minute by reason"]
     for reason in FAILURE_REASONS:
         assert reason in panel["description"], f"failures panel does not mention {reason}"
