@@ -1,23 +1,23 @@
-"""The one writer of pqd's Prometheus metrics (design §2).
+"""The one writer of pqd's Prometheus metrics (docs/design.md §2).
 
 Only the daemon's parent process calls this module: cycles and workers return plain data
 (:mod:`pqd.results`) and this class turns it into metrics on a registry passed in by the caller.
 Nothing is created at import time and the global ``REGISTRY`` is never touched, so every test and
 every ``pqd once --textfile`` run gets its own, independent registry.
 
+What series a probe has, and how a cycle sets them, is described once in :mod:`pqd.probe_series`.
 Metric names are a contract with dashboards and alert rules: never rename one.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Generic, Protocol, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,28 +29,16 @@ from prometheus_client import (
     ProcessCollector,
     write_to_textfile,
 )
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from pqd.bounds import OPERATION_BUCKETS as OPERATION_BUCKETS  # bucketed by the workers
-from pqd.results import CONTAINMENTS, FAILURE_REASONS, PHASES, CycleResult, LiveSample
-
-#: Why a due cycle did not run. ``overlap``: it was due while the previous cycle of that probe was
-#: still running (APScheduler's max_instances=1 skips, never queues). ``missed``: the scheduler
-#: missed the run time (misfire grace exceeded, e.g. the host was suspended).
-SKIP_REASONS: Final = ("overlap", "missed")
-
-#: Queue operations timed in the workers (``pqd_queue_operation_duration_seconds{operation}``).
-OPERATIONS: Final = ("put", "get")
-
-#: Cycle and phase durations: a default cycle takes well under a second with job_pause=0 but
-#: tens of seconds with the seed's 1 s pause, and a timeout can take minutes.
-DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-# The HELP suffix design §2 promises for every last-cycle gauge.
-_LAST = " (value from the most recent completed cycle)"
+from pqd.probe_series import DURATION_BUCKETS as DURATION_BUCKETS
+from pqd.probe_series import OPERATIONS as OPERATIONS
+from pqd.probe_series import PROBE_SERIES, ProbeSeries
+from pqd.probe_series import SKIP_REASONS as SKIP_REASONS
+from pqd.probe_series import ProbeSpec as ProbeSpec
+from pqd.results import FAILURE_REASONS, PHASES, CycleResult, LiveSample, Operations
 
 # Families that describe the exporting process itself. They are dropped from textfiles: a
 # `pqd once` process has exited by the time node_exporter reads the file, and node_exporter
@@ -64,158 +52,202 @@ _EXEMPLAR_MAX_CHARS: Final = 128
 # is unannotated; binding it to a typed name keeps mypy --strict honest about our calls.
 _float_to_go_string: Callable[[float], str] = _untyped_float_to_go_string
 
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """The few config facts metrics need; keeps this module independent of config.py."""
-
-    name: str
-    start_method: str
-    workers: int
-    queue_maxsize: int
-    containment: str = "subreaper"  # one of CONTAINMENTS (design §1a)
-
-    def __post_init__(self) -> None:
-        # The name becomes a label value on every series; an empty one would be unreadable in
-        # dashboards and collide with "label absent" in PromQL.
-        if not self.name:
-            raise ValueError("ProbeSpec.name must not be empty")
-        if self.containment not in CONTAINMENTS:
-            # A label value of pqd_probe_info: only the documented, bounded set.
-            raise ValueError(f"ProbeSpec.containment must be one of {CONTAINMENTS}")
+Labels = tuple[str, ...]  # label values, ``probe`` first
+Exemplar = dict[str, str] | None
+_State = TypeVar("_State")
 
 
-@dataclass(frozen=True)
+class _Family(Protocol):
+    """One registered family, as PqdMetrics writes to it: whatever its kind, series are
+    created at zero, written (set, increased or observed) and removed by their label values."""
+
+    def create(self, labelvalues: Labels) -> None: ...
+
+    def write(self, labelvalues: Labels, value: float | Operations, exemplar: Exemplar) -> None: ...
+
+    def remove(self, labelvalues: Labels) -> None: ...
+
+
+def _number(value: float | Operations) -> float:
+    if isinstance(value, Operations):
+        raise TypeError("bucketed operations fit only an 'operations' histogram")
+    return value
+
+
+class _ClientFamily:
+    """A prometheus_client Gauge, Counter or Histogram behind the _Family interface."""
+
+    def __init__(self, series: ProbeSeries, registry: CollectorRegistry) -> None:
+        args = (series.name, series.help, series.label_names)
+        self._metric: Gauge | Counter | Histogram
+        if series.kind == "gauge":
+            self._metric = Gauge(*args, registry=registry)
+        elif series.kind == "counter":
+            self._metric = Counter(*args, registry=registry)
+        else:
+            self._metric = Histogram(*args, buckets=series.buckets, registry=registry)
+
+    def create(self, labelvalues: Labels) -> None:
+        self._metric.labels(*labelvalues)  # .labels() creates the series at zero
+
+    def write(self, labelvalues: Labels, value: float | Operations, exemplar: Exemplar) -> None:
+        series = self._metric.labels(*labelvalues)
+        if isinstance(series, Gauge):
+            series.set(_number(value))
+        elif isinstance(series, Counter):
+            series.inc(_number(value))
+        else:
+            # Exposed only in OpenMetrics (the plain text format has no exemplars).
+            series.observe(_number(value), exemplar=exemplar)
+
+    def remove(self, labelvalues: Labels) -> None:
+        # remove() with explicit label values rather than remove_by_labels(), which only
+        # exists in recent prometheus_client releases (pyproject allows >= 0.20).
+        self._metric.remove(*labelvalues)
+
+
+class _Own(Generic[_State]):
+    """A family pqd collects itself: the state of each label set, under one lock."""
+
+    def __init__(self, series: ProbeSeries, registry: CollectorRegistry) -> None:
+        self._name = series.name
+        self._documentation = series.help
+        self._labelnames = series.label_names
+        self._lock = threading.Lock()
+        self._states: dict[Labels, _State] = {}  # guarded by self._lock
+        registry.register(self)
+
+    def remove(self, labelvalues: Labels) -> None:
+        with self._lock:
+            self._states.pop(labelvalues, None)
+
+    def _snapshot(self) -> list[tuple[Labels, _State]]:
+        with self._lock:
+            return [(lv, copy.copy(state)) for lv, state in self._states.items()]
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def describe(self) -> Iterable[Metric]:
+        # Lets the registry detect name clashes at register() time without collecting.
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        raise NotImplementedError
+
+
 class _Batch:
-    """Observations already sorted into histogram buckets (non-cumulative counts, +Inf last)."""
-
-    counts: tuple[int, ...]
-    total: float
-
-
-class _Series:
-    """Mutable state of one label set of a _BatchHistogram; only touched under its lock."""
+    """One label set of a _BatchHistogram: non-cumulative counts per bucket (+Inf last), sum."""
 
     __slots__ = ("counts", "total")
 
-    def __init__(self, n_buckets: int) -> None:
-        self.counts = [0] * n_buckets
-        self.total = 0.0
+    def __init__(self, counts: list[int], total: float) -> None:
+        self.counts = counts
+        self.total = total
+
+    def __copy__(self) -> _Batch:
+        return _Batch(list(self.counts), self.total)
 
 
-class _BatchHistogram:
-    """A labelled histogram that takes a whole batch of observations at once.
+class _BatchHistogram(_Own[_Batch]):
+    """A labelled histogram that takes a whole batch of already bucketed observations at once.
 
     prometheus_client's Histogram has no public batch API, and ``observe()`` per value (two
     locked increments plus a linear scan of the bounds) measured 120-220 ms per 100,000 values
     on the 2-CPU dev machine: a probe with items_per_producer=1,000,000 would spend seconds in
-    it. Bucketing with bisect in a plain loop measured 13-20 ms per 100,000 values (about 10x
-    less), and the lock is then taken once per batch, not once per value. The exposition is
-    the same as a Histogram's (checked in tests) except that no ``_created`` series is emitted.
+    it. The workers bucket their queue operations instead, on pqd.bounds.OPERATION_BUCKETS, and
+    a cycle hands over a few counts per operation, added under one lock. The exposition is the
+    same as a Histogram's (checked in tests) except that no ``_created`` series is emitted.
     """
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        buckets: Sequence[float],
-        registry: CollectorRegistry,
-    ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._bounds = tuple(float(b) for b in buckets)
-        if list(self._bounds) != sorted(self._bounds):
-            raise ValueError("buckets not in sorted order")
-        # Rendered once: the same strings prometheus_client writes for its own histograms.
-        self._les = (*(_float_to_go_string(b) for b in self._bounds), "+Inf")
-        self._lock = threading.Lock()
-        self._series: dict[tuple[str, ...], _Series] = {}
-        registry.register(self)
+    # Rendered once: the same strings prometheus_client writes for its own histograms.
+    _LES: Final = (*(_float_to_go_string(b) for b in OPERATION_BUCKETS), "+Inf")
 
-    def bucket(self, values: Sequence[float]) -> _Batch:
-        """Sort values into buckets without taking the lock (it is the expensive part)."""
-        counts = [0] * (len(self._bounds) + 1)
-        bounds = self._bounds
-        # bisect_left gives the first bound >= value, i.e. Prometheus' inclusive "le".
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1
-        return _Batch(tuple(counts), float(sum(values)))
+    def create(self, labelvalues: Labels) -> None:
+        self.write(labelvalues, Operations(), None)
 
-    def add(self, labelvalues: tuple[str, ...], batch: _Batch) -> None:
+    def write(self, labelvalues: Labels, value: float | Operations, exemplar: Exemplar) -> None:
+        if not isinstance(value, Operations):
+            raise TypeError("an 'operations' histogram takes bucketed Operations")
         with self._lock:
-            series = self._series.get(labelvalues)
-            if series is None:
-                series = self._series[labelvalues] = _Series(len(self._les))
-            for i, n in enumerate(batch.counts):
-                series.counts[i] += n
-            series.total += batch.total
+            batch = self._states.get(labelvalues)
+            if batch is None:
+                batch = self._states[labelvalues] = _Batch([0] * len(self._LES), 0.0)
+            for i, n in enumerate(value.counts):
+                batch.counts[i] += n
+            batch.total += value.total
 
-    def init(self, labelvalues: tuple[str, ...]) -> None:
-        """Create a series at zero, so it exists before the first observation."""
-        self.add(labelvalues, _Batch((), 0.0))
-
-    def remove(self, labelvalues: tuple[str, ...]) -> None:
-        with self._lock:
-            self._series.pop(labelvalues, None)
-
-    def describe(self) -> Iterable[Metric]:
-        # Lets the registry detect name clashes at register() time without collecting.
-        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            snapshot = [(lv, list(s.counts), s.total) for lv, s in self._series.items()]
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        for labelvalues, counts, total in snapshot:
+        family = self._family()
+        for labelvalues, batch in self._snapshot():
             cumulative = 0.0
             buckets: list[tuple[str, float]] = []
-            for le, n in zip(self._les, counts, strict=True):
+            for le, n in zip(self._LES, batch.counts, strict=True):
                 cumulative += n
                 buckets.append((le, cumulative))
-            family.add_metric(list(labelvalues), buckets, total)
+            family.add_metric(list(labelvalues), buckets, batch.total)
         return [family]
 
 
-class _UntypedPerProbe:
-    """A per-probe value exposed with TYPE untyped; used only for ``pqd_host_pid_count``.
+class _Untyped(_Own[float]):
+    """A family exposed with TYPE untyped; used only for ``pqd_host_pid_count``.
 
-    Design §2 fixes that name and also requires ``promtool check metrics`` to print nothing, but
-    promtool's linter rejects any gauge or counter whose name ends in ``_count`` ("non-histogram
-    and non-summary metrics should not have _count suffix"); it skips untyped families. PromQL
-    treats an untyped sample exactly like a gauge, so only the TYPE metadata differs.
+    docs/design.md §2 fixes that name and also requires ``promtool check metrics`` to print
+    nothing, but promtool's linter rejects any gauge or counter whose name ends in ``_count``
+    ("non-histogram and non-summary metrics should not have _count suffix"); it skips untyped
+    families. PromQL treats an untyped sample exactly like a gauge, so only the TYPE metadata
+    differs.
     """
 
-    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._lock = threading.Lock()
-        self._values: dict[str, float] = {}  # probe -> value, guarded by self._lock
-        registry.register(self)
+    def create(self, labelvalues: Labels) -> None:
+        self.write(labelvalues, 0, None)
 
-    def set(self, probe: str, value: float) -> None:
+    def write(self, labelvalues: Labels, value: float | Operations, exemplar: Exemplar) -> None:
+        number = float(_number(value))
         with self._lock:
-            self._values[probe] = float(value)
+            self._states[labelvalues] = number
 
-    def remove(self, probe: str) -> None:
-        with self._lock:
-            self._values.pop(probe, None)
-
-    def describe(self) -> Iterable[Metric]:
-        return [UnknownMetricFamily(self._name, self._documentation, labels=("probe",))]
+    def _family(self) -> UnknownMetricFamily:
+        return UnknownMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            snapshot = list(self._values.items())
-        family = UnknownMetricFamily(self._name, self._documentation, labels=("probe",))
-        for probe, value in snapshot:
-            family.add_metric([probe], value)
+        family = self._family()
+        for labelvalues, value in self._snapshot():
+            family.add_metric(list(labelvalues), value)
         return [family]
+
+
+def _register(series: ProbeSeries, registry: CollectorRegistry) -> _Family:
+    if series.kind == "untyped":
+        return _Untyped(series, registry)
+    if series.kind == "operations":
+        return _BatchHistogram(series, registry)
+    return _ClientFamily(series, registry)
+
+
+def _check(result: CycleResult) -> None:
+    """Refuse a result that could not be recorded whole, before anything is written."""
+    if not result.success and result.reason not in FAILURE_REASONS:
+        raise ValueError(f"failed cycle with unknown reason: {result.reason!r}")
+    unknown_phases = set(result.phase_seconds) - set(PHASES)
+    if unknown_phases:
+        raise ValueError(f"unknown phases in result: {sorted(unknown_phases)!r}")
+    for field in ("cpu_seconds", "max_rss_bytes"):
+        measured = getattr(result, field)
+        # None is "not measured"; a counter cannot go down, and NaN would poison it for good.
+        if measured is not None and not 0 <= measured < math.inf:
+            raise ValueError(f"{field} must be finite and >= 0, got {measured!r}")
+    longest = _EXEMPLAR_MAX_CHARS - len("cycle_id")
+    if not 0 < len(result.cycle_id) <= longest:
+        # prometheus_client would refuse a long exemplar only after counting the observation.
+        raise ValueError(f"cycle_id must have 1 to {longest} characters: {result.cycle_id[:80]!r}")
 
 
 class PqdMetrics:
-    """Every metric of design §2, registered on ``registry``, fed from plain results.
+    """Every metric of docs/design.md §2, registered on ``registry``, fed from plain results.
 
     Thread-safety: the observe_* methods run in scheduler threads while the HTTP server
     collects. Each metric object has its own lock; ``self._lock`` additionally serialises
@@ -239,146 +271,15 @@ class PqdMetrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-
-        def gauge(name: str, doc: str, labels: Sequence[str] = ("probe",)) -> Gauge:
-            return Gauge(name, doc, labelnames=labels, registry=registry)
-
-        def counter(name: str, doc: str, labels: Sequence[str] = ("probe",)) -> Counter:
-            # Named without _total: prometheus_client appends it.
-            return Counter(name, doc, labelnames=labels, registry=registry)
-
-        self._build_info = gauge(
+        # Registered in the order of the exposition: build info, every per-probe family, then
+        # the reload state.
+        build_info = Gauge(
             "pqd_build_info",
             "pqd build information; the value is always 1.",
             ("version", "python_version"),
-        )
-        self._probe_info = gauge(
-            "pqd_probe_info",
-            "Configuration of a probe; the value is always 1.",
-            ("probe", "start_method", "containment"),
-        )
-
-        # Live gauges.
-        self._queue_depth = gauge(
-            "pqd_queue_depth",
-            "Items in the probe's queue now, sampled after each job (0 between cycles).",
-        )
-        self._workers_live = gauge(
-            "pqd_workers_live",
-            "Pool worker processes alive now, sampled after each job (0 between cycles).",
-        )
-
-        # Last-cycle gauges.
-        self._queue_capacity = gauge(
-            "pqd_queue_capacity",
-            "Maxsize of the probe's queue; the configured value until a cycle completes" + _LAST,
-        )
-        self._workers_configured = gauge(
-            "pqd_workers_configured",
-            "Pool size of the probe; the configured value until a cycle completes" + _LAST,
-        )
-        self._success = gauge(
-            "pqd_last_cycle_success",
-            "1 if the cycle succeeded, 0 if it failed or none has completed yet" + _LAST,
-        )
-        self._full_events = gauge(
-            "pqd_last_cycle_queue_full_events",
-            "Full-queue events (queue.Full from put_nowait) in the cycle" + _LAST,
-        )
-        self._jobs_completed = gauge(
-            "pqd_last_cycle_jobs_completed",
-            "The job counter at the end of the cycle" + _LAST,
-        )
-        self._depth_max = gauge(
-            "pqd_last_cycle_queue_depth_max",
-            "Deepest the probe's queue got during the cycle" + _LAST,
-        )
-        self._pid_delta = gauge(
-            "pqd_last_cycle_pid_count_delta",
-            "Host pid count after the cycle minus before it" + _LAST,
-        )
-        self._leaked = gauge(
-            "pqd_last_cycle_leaked_processes",
-            "Descendant processes the cycle left behind" + _LAST,
-        )
-        self._duration = gauge(
-            "pqd_last_cycle_duration_seconds",
-            "Wall time of the cycle in seconds" + _LAST,
-        )
-        self._cpu = gauge(
-            "pqd_last_cycle_cpu_seconds",
-            "CPU time (user + system) of the probe's whole process tree in the cycle, in seconds"
-            + _LAST,
-        )
-        self._max_rss = gauge(
-            "pqd_last_cycle_max_rss_bytes",
-            "Peak resident set size of the largest process of the cycle, in bytes" + _LAST,
-        )
-        self._ended = gauge(
-            "pqd_last_cycle_timestamp_seconds",
-            "Unix time the cycle ended, 0 before the first" + _LAST,
-        )
-        # Not _LAST: this one deliberately keeps its value across failed cycles.
-        self._success_ended = gauge(
-            "pqd_last_cycle_success_timestamp_seconds",
-            "Unix time the last successful cycle ended, 0 before the first"
-            " (value from the most recent successful cycle)",
-        )
-        self._host_pids = _UntypedPerProbe(
-            "pqd_host_pid_count",
-            "Host pid count sampled at the end of the cycle" + _LAST,
-            registry,
-        )
-
-        # Counters.
-        self._cycles = counter("pqd_cycles", "Cycles completed, successful or not.")
-        self._failures = counter(
-            "pqd_cycle_failures", "Cycles that failed, by reason.", ("probe", "reason")
-        )
-        self._skipped = counter(
-            "pqd_cycles_skipped",
-            "Due cycles that did not run, by reason: overlap (the previous cycle of the probe"
-            " still ran) or missed (the scheduler missed the run time).",
-            ("probe", "reason"),
-        )
-        self._jobs_completed_total = counter(
-            "pqd_jobs_completed", "Producer and consumer jobs completed."
-        )
-        self._jobs_failed_total = counter("pqd_jobs_failed", "Producer and consumer jobs failed.")
-        self._full_events_total = counter(
-            "pqd_queue_full_events", "Full-queue events (queue.Full from put_nowait)."
-        )
-        self._cpu_total = counter(
-            "pqd_cycle_cpu_seconds",
-            "CPU time (user + system) of the probe's whole process tree, summed over cycles,"
-            " in seconds.",
-        )
-
-        # Histograms.
-        self._cycle_hist = Histogram(
-            "pqd_cycle_duration_seconds",
-            "Wall time of cycles in seconds.",
-            labelnames=("probe",),
-            buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        self._phase_hist = Histogram(
-            "pqd_phase_duration_seconds",
-            "Time spent in each phase of a cycle, in seconds.",
-            labelnames=("probe", "phase"),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self._op_hist = _BatchHistogram(
-            "pqd_queue_operation_duration_seconds",
-            "Duration of each queue put_nowait/get_nowait, measured in the workers, in seconds.",
-            ("probe", "operation"),
-            OPERATION_BUCKETS,
-            registry,
-        )
-
-        # Reload state. Start-up loaded a config successfully, so it counts as a reload: alerts
-        # on "no successful reload for N days" then measure from start-up, as Prometheus does.
+        self._families = {series.name: _register(series, registry) for series in PROBE_SERIES}
         self._reload_ok = Gauge(
             "pqd_config_last_reload_successful",
             "1 if the last configuration (re)load succeeded, 0 if it failed.",
@@ -389,10 +290,11 @@ class PqdMetrics:
             "Unix time of the last successful configuration (re)load; start-up counts as one.",
             registry=registry,
         )
+        # Start-up loaded a config successfully, so it counts as a reload: alerts on "no
+        # successful reload for N days" then measure from start-up, as Prometheus does.
         self._reload_ok.set(1)
         self._reload_ts.set(clock())
-
-        self._build_info.labels(version, platform.python_version()).set(1)
+        build_info.labels(version, platform.python_version()).set(1)
 
         self._lock = threading.Lock()
         self._probes: dict[str, ProbeSpec] = {}  # guarded by self._lock
@@ -400,70 +302,37 @@ class PqdMetrics:
 
     # -- per-probe series ------------------------------------------------------------------
 
-    def _per_probe_gauges(self) -> tuple[Gauge, ...]:
-        # Every Gauge labelled by probe alone; pqd_host_pid_count is handled separately.
-        return (
-            self._queue_depth,
-            self._workers_live,
-            self._queue_capacity,
-            self._workers_configured,
-            self._success,
-            self._full_events,
-            self._jobs_completed,
-            self._depth_max,
-            self._pid_delta,
-            self._leaked,
-            self._duration,
-            self._cpu,
-            self._max_rss,
-            self._ended,
-            self._success_ended,
-        )
-
-    def _probe_series(self, name: str) -> Iterator[tuple[MetricWrapperBase, tuple[str, ...]]]:
-        """Every prometheus_client series of one probe except probe_info, as (metric, labels):
-        what _add_probe creates at zero and _remove_probe removes, from this one list."""
-        for metric in (
-            *self._per_probe_gauges(),
-            self._cycles,
-            self._jobs_completed_total,
-            self._jobs_failed_total,
-            self._full_events_total,
-            self._cpu_total,
-            self._cycle_hist,
-        ):
-            yield metric, (name,)
-        for reason in FAILURE_REASONS:
-            yield self._failures, (name, reason)
-        for reason in SKIP_REASONS:
-            yield self._skipped, (name, reason)
-        for phase in PHASES:
-            yield self._phase_hist, (name, phase)
-
     def _add_probe(self, spec: ProbeSpec) -> None:
-        # .labels() creates a series at zero; these make every series exist from start-up, so
+        # Every series of the probe exists from start-up, at zero (or its configured value), so
         # rate() and absent()-style alerts work before the first cycle or failure.
-        for metric, labelvalues in self._probe_series(spec.name):
-            metric.labels(*labelvalues)
-        self._host_pids.set(spec.name, 0)
-        for operation in OPERATIONS:
-            self._op_hist.init((spec.name, operation))
-        self._update_probe(spec)
+        for series in PROBE_SERIES:
+            family = self._families[series.name]
+            for labelvalues in series.label_sets(spec):
+                family.create(labelvalues)
+                if series.from_spec is not None:
+                    family.write(labelvalues, series.from_spec(spec), None)
 
-    def _update_probe(self, spec: ProbeSpec) -> None:
-        self._queue_capacity.labels(spec.name).set(spec.queue_maxsize)
-        self._workers_configured.labels(spec.name).set(spec.workers)
-        self._probe_info.labels(spec.name, spec.start_method, spec.containment).set(1)
+    def _update_probe(self, old: ProbeSpec, new: ProbeSpec) -> None:
+        # A probe that stays keeps its counters and histograms. Series labelled from its
+        # config (probe_info's start_method and containment) are replaced when that changes,
+        # and values from its config are set again.
+        for series in PROBE_SERIES:
+            family = self._families[series.name]
+            old_sets, new_sets = series.label_sets(old), series.label_sets(new)
+            for labelvalues in old_sets:
+                if labelvalues not in new_sets:
+                    family.remove(labelvalues)
+            for labelvalues in new_sets:
+                if labelvalues not in old_sets:
+                    family.create(labelvalues)
+                if series.from_spec is not None:
+                    family.write(labelvalues, series.from_spec(new), None)
 
     def _remove_probe(self, spec: ProbeSpec) -> None:
-        # remove() with explicit label values rather than remove_by_labels(), which only
-        # exists in recent prometheus_client releases (pyproject allows >= 0.20).
-        for metric, labelvalues in self._probe_series(spec.name):
-            metric.remove(*labelvalues)
-        self._host_pids.remove(spec.name)
-        for operation in OPERATIONS:
-            self._op_hist.remove((spec.name, operation))
-        self._probe_info.remove(spec.name, spec.start_method, spec.containment)
+        for series in PROBE_SERIES:
+            family = self._families[series.name]
+            for labelvalues in series.label_sets(spec):
+                family.remove(labelvalues)
 
     def set_probes(self, probes: Sequence[ProbeSpec]) -> None:
         """Make the per-probe series match ``probes`` (start-up and after a config reload).
@@ -487,11 +356,7 @@ class PqdMetrics:
                 if old_spec is None:
                     self._add_probe(spec)
                 else:
-                    old_info = (old_spec.start_method, old_spec.containment)
-                    if old_info != (spec.start_method, spec.containment):
-                        # probe_info carries both as labels: drop the stale series.
-                        self._probe_info.remove(name, *old_info)
-                    self._update_probe(spec)
+                    self._update_probe(old_spec, spec)
                 self._probes[name] = spec
 
     # -- observations ----------------------------------------------------------------------
@@ -503,85 +368,29 @@ class PqdMetrics:
         probe while its last cycle is still running, and that cycle must not resurrect the
         series set_probes() just removed.
         """
-        if not result.success and result.reason not in FAILURE_REASONS:
-            # Checked before anything is written, so a bad result never half-updates metrics.
-            raise ValueError(f"failed cycle with unknown reason: {result.reason!r}")
-        unknown_phases = set(result.phase_seconds) - set(PHASES)
-        if unknown_phases:
-            raise ValueError(f"unknown phases in result: {sorted(unknown_phases)!r}")
-        for field in ("cpu_seconds", "max_rss_bytes"):
-            measured = getattr(result, field)
-            # None is "not measured"; a counter cannot go down, and NaN would poison it for good.
-            if measured is not None and not 0 <= measured < math.inf:
-                raise ValueError(f"{field} must be finite and >= 0, got {measured!r}")
+        _check(result)
         exemplar = {"cycle_id": result.cycle_id}
-        longest = _EXEMPLAR_MAX_CHARS - len("cycle_id")
-        if not 0 < len(result.cycle_id) <= longest:
-            # prometheus_client would refuse a long one only after counting the observation.
-            raise ValueError(
-                f"cycle_id must have 1 to {longest} characters: {result.cycle_id[:80]!r}"
-            )
-        # The workers bucketed their operations already (pqd.bounds): a cycle is a few numbers.
-        batches = {
-            op: _Batch(ops.counts, ops.total)
-            for op in OPERATIONS
-            if (ops := result.operations(op)).counts
-        }
-
-        name = result.probe
+        writes = [
+            (self._families[series.name], labels, value, exemplar if series.exemplar else None)
+            for series in PROBE_SERIES
+            for labels, value in series.from_cycle(result)
+        ]
         with self._lock:
-            if name not in self._probes:
+            if result.probe not in self._probes:
                 return
-            self._queue_depth.labels(name).set(0)
-            self._workers_live.labels(name).set(0)
-
-            self._queue_capacity.labels(name).set(result.queue_capacity)
-            self._workers_configured.labels(name).set(result.workers_configured)
-            self._success.labels(name).set(1 if result.success else 0)
-            self._full_events.labels(name).set(result.queue_full_events)
-            self._jobs_completed.labels(name).set(result.jobs_completed)
-            self._depth_max.labels(name).set(result.queue_depth_max)
-            self._pid_delta.labels(name).set(result.pid_count_delta)
-            self._leaked.labels(name).set(result.leaked_processes)
-            self._duration.labels(name).set(result.duration_seconds)
-            # None means not measured: keep the previous value rather than export a false 0.
-            if result.cpu_seconds is not None:
-                self._cpu.labels(name).set(result.cpu_seconds)
-                self._cpu_total.labels(name).inc(result.cpu_seconds)
-            if result.max_rss_bytes is not None:
-                self._max_rss.labels(name).set(result.max_rss_bytes)
-            self._ended.labels(name).set(result.ended_at)
-            if result.success:
-                self._success_ended.labels(name).set(result.ended_at)
-            self._host_pids.set(name, result.host_pid_count_after)
-
-            self._cycles.labels(name).inc()
-            if not result.success:
-                assert result.reason is not None  # checked above; narrows the type for mypy
-                self._failures.labels(name, result.reason).inc()
-            self._jobs_completed_total.labels(name).inc(result.jobs_completed)
-            self._jobs_failed_total.labels(name).inc(result.jobs_failed)
-            self._full_events_total.labels(name).inc(result.queue_full_events)
-
-            # The cycle's id as an OpenMetrics exemplar on the bucket it lands in: a slow point on
-            # a dashboard leads to /cycles/ID. Exposed only in OpenMetrics (the plain text format
-            # has no exemplars); each bucket keeps the exemplar of its latest observation.
-            self._cycle_hist.labels(name).observe(result.duration_seconds, exemplar=exemplar)
-            for phase, seconds in result.phase_seconds.items():
-                self._phase_hist.labels(name, phase).observe(seconds)
-            for op, batch in batches.items():
-                self._op_hist.add((name, op), batch)
+            for family, labels, value, its_exemplar in writes:
+                family.write((result.probe, *labels), value, its_exemplar)
 
     def observe_live(self, sample: LiveSample) -> None:
         """Update the live gauges from the parent's sample after a job."""
         with self._lock:
             if sample.probe not in self._probes:
                 return
-            # A depth of -1 means the sample could not be taken (design: JobReport); keep the
-            # previous value rather than export a depth that cannot exist.
+            # A depth of -1 means the sample could not be taken (JobReport.queue_depth_after);
+            # keep the previous value rather than export a depth that cannot exist.
             if sample.queue_depth >= 0:
-                self._queue_depth.labels(sample.probe).set(sample.queue_depth)
-            self._workers_live.labels(sample.probe).set(sample.workers_live)
+                self._families["pqd_queue_depth"].write((sample.probe,), sample.queue_depth, None)
+            self._families["pqd_workers_live"].write((sample.probe,), sample.workers_live, None)
 
     def observe_skip(self, probe: str, reason: str) -> None:
         """Count a due cycle that did not run. ``reason`` must be in SKIP_REASONS."""
@@ -591,7 +400,7 @@ class PqdMetrics:
         with self._lock:
             if probe not in self._probes:
                 return
-            self._skipped.labels(probe, reason).inc()
+            self._families["pqd_cycles_skipped"].write((probe, reason), 1, None)
 
     def observe_reload(self, success: bool, timestamp: float) -> None:
         """Record a configuration reload attempt; the timestamp only moves on success."""
