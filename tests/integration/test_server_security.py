@@ -20,7 +20,7 @@ import bcrypt
 import pytest
 from cryptography import x509
 
-from pqd import server as server_module
+from pqd import webconfig_watch
 from pqd.config import ConfigError
 from pqd.server import HttpServer, ServerLimits
 from pqd.webconfig import hash_password
@@ -416,13 +416,13 @@ def test_broken_rotation_keeps_the_old_config(
 ) -> None:
     caplog.set_level(logging.INFO, logger="pqd.http")
     checks = [0]
-    real_signature = server_module._signature
+    real_signature = webconfig_watch.files_signature
 
     def counting_signature(paths: Iterable[str]) -> Any:
         checks[0] += 1
         return real_signature(paths)
 
-    monkeypatch.setattr(server_module, "_signature", counting_signature)
+    monkeypatch.setattr(webconfig_watch, "files_signature", counting_signature)
     config = pki.directory / "web.yml"
     atomic_write(config, web_yaml(users={"alice": _hash("old")}, client_auth=None))
     server = serve(config, ServerLimits(config_check_interval=0.05))
