@@ -9,15 +9,17 @@ with plain environ dicts.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Final
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qs, parse_qsl, quote
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from pqd.cycle_page import cycle_page
 from pqd.page_kit import CYCLES_PREFIX, PROBES_PREFIX, cut
@@ -86,7 +88,7 @@ def make_app(
     the application itself never raises.
     """
     return _App(
-        metrics_app=make_wsgi_app(registry),
+        registry=registry,
         state=state,
         recent_cycles=recent_cycles,
         find_cycle=find_cycle,
@@ -100,7 +102,7 @@ class _App:
     def __init__(
         self,
         *,
-        metrics_app: WSGIApplication,
+        registry: CollectorRegistry,
         state: Callable[[], WebState],
         recent_cycles: Callable[[], list[CycleResult]],
         find_cycle: Callable[[str], CycleResult | None],
@@ -108,7 +110,7 @@ class _App:
         reload: Callable[[], tuple[bool, str]],
         clock: Callable[[], float],
     ) -> None:
-        self._metrics_app = metrics_app
+        self._registry = registry
         self._state = state
         self._recent_cycles = recent_cycles
         self._find_cycle = find_cycle
@@ -128,10 +130,12 @@ class _App:
             logger.exception("error serving %s %r", method, environ.get("PATH_INFO", ""))
             status, headers, body = _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error")
         headers.extend(h for h in _COMMON_HEADERS if not _has_header(headers, h[0]))
-        if not _has_header(headers, "Content-Length"):
-            headers.append(("Content-Length", str(len(body))))
+        # A complete response under any PEP 3333 server (tests/unit/test_web.py drives the app
+        # with plain environ dicts): HEAD gets GET's headers, Content-Length included, and no
+        # body. pqd's own server frames every response again (pqd.http_parse.response_bytes),
+        # keeping only this Content-Length, for HEAD, whose body is gone.
+        headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
-        # HEAD gets the headers GET would have got, Content-Length included, but no body.
         return [] if method == "HEAD" else [body]
 
     def _dispatch(self, environ: WSGIEnvironment, method: str) -> _Response:
@@ -198,37 +202,21 @@ class _App:
         return _html(HTTPStatus.OK, cycle_page(base, result, self._render_trace(result)))
 
     def _metrics(self, environ: WSGIEnvironment) -> _Response:
-        # prometheus_client's app answers HEAD with 405, so ask it for GET and drop the body
-        # ourselves (in __call__); a copy keeps the caller's environ untouched.
-        inner_environ = dict(environ)
-        inner_environ["REQUEST_METHOD"] = "GET"
-        # prometheus_client compresses whenever "gzip" is named, even as "gzip;q=0" (RFC 9110
-        # §12.5.3: q=0 means "not acceptable") and never for "*": it is told plainly.
+        """The registry in the format that Accept asks for (OpenMetrics carries exemplars),
+        only the families named by ``name[]`` if any, gzipped if Accept-Encoding allows it."""
+        encoder, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT", "")))
+        names = parse_qs(str(environ.get("QUERY_STRING", ""))).get("name[]")
+        registry = self._registry.restricted_registry(names) if names else self._registry
+        body = encoder(registry)
+        headers: _Headers = [("Content-Type", content_type)]
+        # Not prometheus_client's gzip_accepted: it gzips for "gzip;q=0" too (RFC 9110 §12.5.3:
+        # q=0 means "not acceptable") and never for "*".
         if gzip_wanted(str(environ.get("HTTP_ACCEPT_ENCODING", ""))):
-            inner_environ["HTTP_ACCEPT_ENCODING"] = "gzip"
-        else:
-            inner_environ.pop("HTTP_ACCEPT_ENCODING", None)
-        captured: list[tuple[str, _Headers]] = []
-        written: list[bytes] = []
-
-        def capture(
-            status: str, headers: _Headers, exc_info: object = None, /
-        ) -> Callable[[bytes], object]:
-            captured.append((status, list(headers)))
-            return written.append
-
-        chunks = self._metrics_app(inner_environ, capture)
-        try:
-            body = b"".join([*written, *chunks])
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        if not captured:
-            raise RuntimeError("metrics app returned without calling start_response")
-        status, headers = captured[-1]
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
         # The body depends on Accept-Encoding (and Accept): caches must keep them apart.
-        return status, [*headers, ("Vary", "Accept-Encoding, Accept")], body
+        headers.append(("Vary", "Accept-Encoding, Accept"))
+        return _status_line(HTTPStatus.OK), headers, body
 
     def _healthy_response(self) -> _Response:
         reason = self._state().unhealthy_reason
