@@ -1,12 +1,18 @@
 """One probe's settings: the plain data the config layer hands to the supervisor and the runner.
 
 Apart from pqd.config (which loads and validates it) so that a probe's runner, which imports
-this, does not pay for the TOML parser and the validation code it never runs.
+this, does not pay for the TOML parser and the validation code it never runs. Each field with a
+:class:`~pqd.fields.Spec` is a per-probe setting (pqd.fields says what follows from that).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+from pqd.fields import Spec, setting
+
+START_METHODS: Final = ("forkserver", "spawn", "fork")
 
 
 @dataclass(frozen=True)
@@ -18,12 +24,70 @@ class ProbeConfig:
     """
 
     name: str = "default"
-    start_method: str = "forkserver"
-    workers: int = 4
-    queue_maxsize: int = 3
-    rounds: int = 5
-    items_per_producer: int = 5
-    job_pause: float = 0.0  # seconds slept inside each job
-    timeout: float = 30.0  # seconds for the whole cycle
-    interval: float | None = 15.0  # seconds; exactly one of interval and cron is set
-    cron: str | None = None  # 5-field crontab expression
+    start_method: str = setting(
+        "forkserver",
+        Spec(
+            "enum",
+            "The multiprocessing start method of the cycle's pool and processes",
+            "METHOD",
+            choices=START_METHODS,
+        ),
+    )
+    workers: int = setting(4, Spec("int", "Processes in the pool", "N", range=(1, 256)))
+    queue_maxsize: int = setting(3, Spec("int", "Capacity of the queue", "N", range=(1, 1_000_000)))
+    rounds: int = setting(
+        5, Spec("int", "Producer/consumer rounds per cycle", "N", range=(1, 100_000))
+    )
+    items_per_producer: int = setting(
+        5, Spec("int", "Items each producer puts per round", "N", range=(1, 1_000_000))
+    )
+    # Seconds slept inside each job.
+    job_pause: float = setting(
+        0.0,
+        Spec(
+            "duration",
+            "Pause inside each job",
+            "DURATION",
+            note="The seed slept 1s in each job; 0s keeps a cycle short and cheap.",
+        ),
+    )
+    # Seconds for the whole cycle.
+    timeout: float = setting(
+        30.0,
+        Spec(
+            "duration",
+            "Deadline of one cycle",
+            "DURATION",
+            positive=True,
+            note="A cycle that has not finished by then is killed and counted as a timeout "
+            "failure. It must be longer than 2 * rounds * job_pause.",
+        ),
+    )
+    # Seconds between the starts of two cycles; exactly one of interval and cron is set.
+    interval: float | None = setting(
+        15.0,
+        Spec(
+            "duration",
+            "Run the probe at this interval",
+            "DURATION",
+            positive=True,
+            # A default cycle takes 50-100 ms, and a schedule no host can honour only produces
+            # skips (1 ms gave 680 skip warnings a second and 40% of a core).
+            minimum=0.1,
+            one_of="schedule",
+            daemon_only=True,
+        ),
+    )
+    cron: str | None = setting(
+        None,
+        Spec(
+            "cron",
+            "Run the probe on this 5-field cron schedule instead of an interval",
+            "CRON",
+            one_of="schedule",
+            daemon_only=True,
+            note='Name the days of the week ("mon-fri"): APScheduler 3 numbers them from Monday, '
+            "crontab from Sunday, so numbers are refused.",
+            example="*/5 * * * *",
+        ),
+    )
