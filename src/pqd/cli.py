@@ -22,34 +22,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
 
-#: Flags that override config fields: (flag, field, help). Probe fields apply to every probe.
-OVERRIDE_FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("--listen-address", "listen_address", "address to serve HTTP on, [host]:port (:10029)"),
-    ("--log-format", "log_format", "logfmt or json"),
-    ("--log-level", "log_level", "debug, info, warning or error"),
-    ("--history-limit", "history_limit", "cycles kept per probe for the web pages"),
-    ("--web-config-file", "web_config_file", "exporter-toolkit web config (TLS, basic auth)"),
-    ("--containment", "containment", "auto, cgroup or subreaper: where probe processes live"),
-    ("--start-method", "start_method", "forkserver, spawn or fork (every probe)"),
-    ("--workers", "workers", "pool size (every probe)"),
-    ("--queue-maxsize", "queue_maxsize", "queue capacity (every probe)"),
-    ("--rounds", "rounds", "producer/consumer rounds per cycle (every probe)"),
-    ("--items-per-producer", "items_per_producer", "items each producer puts (every probe)"),
-    ("--job-pause", "job_pause", "pause inside each job, e.g. 1s (every probe)"),
-    ("--timeout", "timeout", "deadline of one cycle, e.g. 30s (every probe)"),
-    ("--interval", "interval", "run every probe at this interval, e.g. 15s"),
-    ("--cron", "cron", "run every probe on this 5-field cron schedule"),
-)
-_RUN_ONLY_FIELDS = {
-    "listen_address",
-    "log_format",
-    "log_level",
-    "history_limit",
-    "web_config_file",
-    "interval",
-    "cron",
-}
-
 
 class UsageError(Exception):
     """A bad command line; exit 2."""
@@ -67,17 +39,11 @@ def _build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"pqd {pqd.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def add_config_flags(sub: argparse.ArgumentParser, *, run: bool) -> None:
-        sub.add_argument("--config", metavar="FILE", help="TOML config file (or $PQD_CONFIG)")
-        for flag, field, text in OVERRIDE_FLAGS:
-            if run or field not in _RUN_ONLY_FIELDS:
-                sub.add_argument(flag, dest=f"override_{field}", metavar="VALUE", help=text)
-
     run = commands.add_parser("run", help="run the daemon")
-    add_config_flags(run, run=True)
+    _add_config_flags(run, run=True)
 
     once = commands.add_parser("once", help="run one cycle of each probe, print it, exit 0/1")
-    add_config_flags(once, run=False)
+    _add_config_flags(once, run=False)
     once.add_argument("--probe", action="append", metavar="NAME", help="only this probe")
     once.add_argument("--json", action="store_true", help="print the results as JSON")
     once.add_argument(
@@ -95,6 +61,23 @@ def _build_parser() -> _Parser:
         "print its bcrypt hash for basic_auth_users in the web config",
     )
     return parser
+
+
+def _add_config_flags(sub: argparse.ArgumentParser, *, run: bool) -> None:
+    """--config, and a flag for each setting (pqd.config's table); `pqd once` leaves out those
+    only the daemon uses."""
+    from pqd import config
+    from pqd.config_doc import flag_help
+
+    sub.add_argument("--config", metavar="FILE", help="TOML config file (or $PQD_CONFIG)")
+    for setting in config.SETTINGS.values():
+        if run or not setting.spec.daemon_only:
+            sub.add_argument(
+                config.flag_origin(setting.name),
+                dest=f"override_{setting.name}",
+                metavar=setting.spec.metavar,
+                help=flag_help(setting),
+            )
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:

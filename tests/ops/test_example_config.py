@@ -9,6 +9,7 @@ import tomllib
 from ops_support import ROOT, describe, run
 
 from pqd.config import GLOBAL_FIELDS, PROBE_FIELDS
+from pqd.config_doc import example_config
 
 CONFIG = ROOT / "systemd/pqd.toml"
 # The keys pqd's own loader accepts (it rejects any other, so the example can use no more).
@@ -20,7 +21,7 @@ DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
 def test_example_config_shape() -> None:
     config = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
     assert set(config) <= TOP_LEVEL, set(config) - TOP_LEVEL
-    assert config["listen_address"].endswith(":10029"), "design §3: port 10029"
+    assert config["listen_address"].endswith(":10029"), "docs/design.md §3: port 10029"
     assert config["log_format"] in {"logfmt", "json"}
     assert config["probes"], "at least one probe"
     for name, probe in config["probes"].items():
@@ -34,6 +35,25 @@ def test_example_config_shape() -> None:
             assert len(probe["cron"].split()) == 5, f"{name}: 5-field cron"
         for key in ("workers", "queue_maxsize", "rounds", "items_per_producer"):
             assert isinstance(probe[key], int) and probe[key] > 0, f"{name}.{key}"
+
+
+def test_example_config_is_written_from_the_settings_table() -> None:
+    # Every setting, its help, range or choices and default come from the fields of Config and
+    # ProbeConfig: a setting added there and not here fails this.
+    assert CONFIG.read_text(encoding="utf-8") == example_config(), (
+        "systemd/pqd.toml differs from the settings table; run: "
+        "python -m pqd.config_doc > systemd/pqd.toml (then deploy/kubernetes/generate.py)"
+    )
+
+
+def test_the_example_documents_every_setting() -> None:
+    text = CONFIG.read_text(encoding="utf-8")
+    config = tomllib.loads(text)
+    assert set(GLOBAL_FIELDS) - set(config) == {"web_config_file"}  # shown commented out
+    assert '# web_config_file = "' in text
+    first = next(iter(config["probes"].values()))
+    assert set(PROBE_FIELDS) - set(first) == {"cron"}  # the first probe runs on an interval
+    assert '# cron = "' in text
 
 
 def test_pqd_accepts_the_example_config() -> None:
