@@ -3,6 +3,7 @@ ConfigError out; ssl_context() against certificate files made here."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from pqd.config import ConfigError
 from pqd.webconfig import (
     CIPHER_SUITES,
+    MAX_FILE_BYTES,
     HTTPServerConfig,
     RateLimit,
     TLSServerConfig,
@@ -515,7 +517,7 @@ GO_ACCEPTS: list[tuple[str, str, Callable[[WebConfig], object], object]] = [
     ),
     ("http2-on", "http_server_config:\n  http2: On\n", lambda c: c.http.http2, True),
     ("http2-y", "http_server_config:\n  http2: y\n", lambda c: c.http.http2, True),
-    # headers: map[string]string; any scalar value as written (the issue's case).
+    # headers: map[string]string; any scalar value as written (an unquoted 1 is "1").
     (
         "xss-int",
         HDR + "    X-XSS-Protection: 1\n",
@@ -792,6 +794,34 @@ def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         web_config_from_file(str(broken))
     assert info.value.field == str(broken)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "too large"])
+def test_web_config_files_are_read_only_if_regular_and_small(kind: str, tmp_path: Path) -> None:
+    """The same bounded reader as pqd.toml's: a FIFO would block the reload, /dev/zero never
+    ends."""
+    path = tmp_path / "web.yml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("# " + "x" * MAX_FILE_BYTES + "\n")
+    with pytest.raises(ConfigError) as info:
+        web_config_from_file(str(path))
+    expected = f"larger than {MAX_FILE_BYTES} bytes" if kind == "too large" else "not a regular"
+    assert (info.value.field, info.value.value) == (str(path), str(path))
+    assert f"cannot read web config: {expected}" in str(info.value)
+
+
+def test_certificate_files_are_read_only_if_regular(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "server.crt")
+    config = web_config_from_yaml(TLS_MIN, base_dir=str(tmp_path))
+    assert config.tls is not None
+    with pytest.raises(ConfigError) as info:
+        ssl_context(config.tls)
+    assert info.value.field == "tls_server_config.cert_file"
+    assert "cannot read: not a regular file" in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------------
