@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from pqd.config import (
+    GLOBAL_FIELDS,
+    ONE_OF_GROUPS,
     OVERRIDE_FIELDS,
+    PROBE_FIELDS,
+    SETTINGS,
     Config,
     ConfigError,
     ProbeConfig,
@@ -28,6 +32,8 @@ from pqd.config import (
     parse_duration,
     split_listen_address,
 )
+from pqd.config_kinds import KINDS
+from pqd.errors import did_you_mean, echo
 
 FULL_TOML = """\
 listen_address = "127.0.0.1:9999"
@@ -622,3 +628,86 @@ def test_error_messages_help(make: Callable[[], object], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         make()
     assert fragment in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The table of settings: each field's Spec drives TOML, PQD_*, flags, checks, --help, the example
+
+
+@pytest.fixture
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps --help at the terminal's width
+
+
+def _help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    from pqd.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"], environ={})
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_setting_has_a_flag_with_its_metavar_and_help(
+    wide: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help("run", capsys)
+    assert "VALUE" not in text
+    for setting in SETTINGS.values():
+        flag = f"{flag_origin(setting.name)} {setting.spec.metavar}"
+        assert flag in text, flag
+        assert setting.spec.help in text, setting.name
+    for fragment in ("--workers N", "--timeout DURATION", "--listen-address HOST:PORT"):
+        assert fragment in text
+    assert "(1 to 256; every probe; default: 4)" in text
+    assert "(one of forkserver, spawn, fork; every probe; default: forkserver)" in text
+
+
+def test_once_has_the_flags_of_the_settings_a_cycle_uses(
+    wide: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help("once", capsys)
+    for setting in SETTINGS.values():
+        assert (flag_origin(setting.name) + " " in text) is not setting.spec.daemon_only, setting
+
+
+def test_every_setting_is_a_toml_key_an_env_variable_and_a_flag() -> None:
+    assert list(SETTINGS) == [*GLOBAL_FIELDS, *PROBE_FIELDS] == list(OVERRIDE_FIELDS)
+    defaults = Config()
+    for name, setting in SETTINGS.items():
+        owner: object = defaults.probes[0] if setting.per_probe else defaults
+        assert getattr(owner, name) == setting.default
+        # Each default written as TOML, as an environment variable and as a flag reads back.
+        text = KINDS[setting.spec.kind].text(setting.default) if setting.default is not None else ""
+        table = "[probes.default]\n" if setting.per_probe else ""
+        if setting.default is not None:
+            assert config_from_toml(f"{table}{name} = {text}\n") == defaults, name
+        raw = text.strip('"')
+        if name not in ONE_OF_GROUPS["schedule"]:
+            assert load_config(None, {env_origin(name): raw}, {}) == defaults, name
+            assert load_config(None, {}, {name: raw}) == defaults, name
+
+
+def test_interval_and_cron_are_one_of_a_group() -> None:
+    assert ONE_OF_GROUPS == {"schedule": ("interval", "cron")}
+    with pytest.raises(ConfigError, match="needs a schedule: set interval or cron"):
+        apply_overrides(Config(probes=(ProbeConfig(interval=None),)), {}, origin=flag_origin)
+
+
+@pytest.mark.parametrize(
+    ("word", "choices", "expected"),
+    [
+        ("workerz", ("workers", "rounds"), "did you mean workers?"),
+        ("zzz", ("workers", "rounds"), "known: workers, rounds"),
+    ],
+)
+def test_one_did_you_mean(word: str, choices: tuple[str, ...], expected: str) -> None:
+    assert did_you_mean(word, choices) == expected
+    assert did_you_mean(word, choices, list_known=False) == expected * ("did" in expected)
+    assert did_you_mean("workerz", ("workers",), spell=env_origin) == "did you mean PQD_WORKERS?"
+
+
+def test_one_way_to_echo_a_value() -> None:
+    assert echo("x" * 100) == repr("x" * 80) + "... (100 characters)"
+    assert echo(["y" * 100]) == repr(["y" * 100])[:80] + "... (104 characters)"
+    assert str(ConfigError("f" * 100, 1, "bad")) == "f" * 80 + "... (100 characters)=1: bad"
