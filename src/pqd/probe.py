@@ -91,3 +91,12 @@ class ProbeConfig:
             example="*/5 * * * *",
         ),
     )
+    capture_stacks: bool = setting(
+        True,
+        Spec(
+            "bool",
+            "Before a failed cycle's processes are killed, capture their Python stacks (SIGURG "
+            "to each process of the probe's tree); false reports only their /proc state",
+            "BOOL",
+        ),
+    )

@@ -25,6 +25,7 @@ FLAG_CASES = [
     (["once", "--timeout", "0s"], "--timeout", "0s"),
     (["once", "--job-pause=-1s"], "--job-pause", "-1s"),
     (["once", "--job-pause", "5s", "--timeout", "10s"], "timeout", "10"),
+    (["once", "--capture-stacks", "sometimes"], "--capture-stacks", "sometimes"),
     (["once", "--bogus"], "--bogus", "--bogus"),
     (["once", "--probe", "nosuch"], "--probe", "nosuch"),
     (["frobnicate"], "frobnicate", "frobnicate"),
@@ -40,6 +41,7 @@ ENV_CASES = [
     ({"PQD_NOPE": "1"}, "PQD_NOPE", "1"),
     ({"PQD_TIMEOUT": "soon"}, "PQD_TIMEOUT", "soon"),
     ({"PQD_START_METHOD": "vfork"}, "PQD_START_METHOD", "vfork"),
+    ({"PQD_CAPTURE_STACKS": "2"}, "PQD_CAPTURE_STACKS", "2"),
     ({"PQD_CONFIG": "/nonexistent/pqd.toml"}, "/nonexistent/pqd.toml", "/nonexistent/pqd.toml"),
 ]
 
@@ -56,6 +58,7 @@ FILE_CASES = [
     ('[probes.a]\ninterval = "-5s"\n', "probes.a.interval", "-5s"),
     ("[probes.a]\ntimeout = 30\n", "probes.a.timeout", "30"),
     ('[probes.a]\nstart_method = "threads"\n', "probes.a.start_method", "threads"),
+    ('[probes.a]\ncapture_stacks = "false"\n', "probes.a.capture_stacks", "false"),
     ('[probes.a]\ncolour = "red"\n', "probes.a.colour", "red"),
     ('listen_address = "localhost"\n', "listen_address", "localhost"),
     ('log_format = "xml"\n', "log_format", "xml"),

@@ -711,3 +711,60 @@ def test_one_way_to_echo_a_value() -> None:
     assert echo("x" * 100) == repr("x" * 80) + "... (100 characters)"
     assert echo(["y" * 100]) == repr(["y" * 100])[:80] + "... (104 characters)"
     assert str(ConfigError("f" * 100, 1, "bad")) == "f" * 80 + "... (100 characters)=1: bad"
+
+
+# --------------------------------------------------------------------------------------------------
+# capture_stacks: a per-probe bool added as one table entry
+
+
+def test_capture_stacks_defaults_to_true_and_is_set_per_probe() -> None:
+    assert ProbeConfig().capture_stacks is True
+    config = config_from_toml("[probes.a]\ncapture_stacks = false\n[probes.b]\n")
+    assert [p.capture_stacks for p in config.probes] == [False, True]
+    assert config_from_toml(config_to_toml(config)) == config
+    assert "capture_stacks = false" in config_to_toml(config)
+
+
+def test_capture_stacks_from_the_environment_and_flags_for_every_probe() -> None:
+    toml = "[probes.a]\n[probes.b]\ncapture_stacks = true\n"
+    by_env = load_config(None, {"PQD_CAPTURE_STACKS": "no"}, {})
+    assert by_env.probes[0].capture_stacks is False
+    start = config_from_toml(toml)
+    by_flag = apply_overrides(start, {"capture_stacks": "false"}, origin=flag_origin)
+    assert [p.capture_stacks for p in by_flag.probes] == [False, False]
+    both = load_config(None, {"PQD_CAPTURE_STACKS": "0"}, {"capture_stacks": "yes"})
+    assert both.probes[0].capture_stacks is True
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "value", "problem"),
+    [
+        (_probe('capture_stacks = "no"'), "probes.fast.capture_stacks", "no", "true or false"),
+        (_probe("capture_stacks = 0"), "probes.fast.capture_stacks", 0, "true or false"),
+        (_env(PQD_CAPTURE_STACKS="maybe"), "PQD_CAPTURE_STACKS", "maybe", "yes/no or 1/0"),
+        (_flags(capture_stacks=""), "--capture-stacks", "", "yes/no or 1/0"),
+        # Like every probe setting, not a top-level key: [probes.NAME], PQD_* or a flag.
+        (_toml("capture_stacks = false"), "capture_stacks", False, "unknown key"),
+        (_probe("capture_stack = false"), "probes.fast.capture_stack", False, "capture_stacks?"),
+        (_env(PQD_CAPTURE_STACK="1"), "PQD_CAPTURE_STACK", "1", "PQD_CAPTURE_STACKS?"),
+    ],
+)
+def test_capture_stacks_bad_values(
+    make: Callable[[], object], field: str, value: object, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert (info.value.field, info.value.value) == (field, value)
+    assert problem in str(info.value)
+
+
+def test_capture_stacks_in_help_and_the_example_config(
+    wide: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("run", "once"):
+        assert "--capture-stacks BOOL" in _help(command, capsys)
+    from pqd.config_doc import example_config
+
+    example = example_config()
+    assert "capture their Python stacks" in example
+    assert config_from_toml(example).probes[0].capture_stacks is True
