@@ -130,13 +130,9 @@ class _App:
             logger.exception("error serving %s %r", method, environ.get("PATH_INFO", ""))
             status, headers, body = _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error")
         headers.extend(h for h in _COMMON_HEADERS if not _has_header(headers, h[0]))
-        # A complete response under any PEP 3333 server (tests/unit/test_web.py drives the app
-        # with plain environ dicts): HEAD gets GET's headers, Content-Length included, and no
-        # body. pqd's own server frames every response again (pqd.http_parse.response_bytes),
-        # keeping only this Content-Length, for HEAD, whose body is gone.
-        headers.append(("Content-Length", str(len(body))))
+        # Content-Length, and no body for HEAD, are the server's (pqd.http_parse.response_bytes).
         start_response(status, headers)
-        return [] if method == "HEAD" else [body]
+        return [body]
 
     def _dispatch(self, environ: WSGIEnvironment, method: str) -> _Response:
         path = _decode_path(environ.get("PATH_INFO", ""))
