@@ -26,7 +26,8 @@ import pytest
 import yaml
 from ops_support import KUBERNETES_DIR, ROOT, load_yaml_documents
 
-from pqd.server import AUTH_EXEMPT_PATHS, HttpServer
+from pqd.http_auth import AUTH_EXEMPT_PATHS
+from pqd.server import HttpServer
 from tests.tls_support import make_ca, make_leaf
 
 DOCKERFILE = ROOT / "deploy/Dockerfile"
