@@ -5,28 +5,38 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable
+from typing import Final
 
 from pqd import __version__
-from pqd.config import Config, ProbeConfig, format_duration
+from pqd.config import GLOBAL_SETTINGS, PROBE_SETTINGS, Config, ProbeConfig
+from pqd.config_kinds import KINDS
+from pqd.fields import Setting
 from pqd.schedule import schedule_text
 from pqd.webstate import ProbeView, WebState
 
+#: Shown as one "schedule" row instead (an interval or a cron expression, whichever is set).
+_SCHEDULE_SETTINGS: Final = ("interval", "cron")
+
+
+def _shown(setting: Setting, value: object) -> str:
+    """A setting's value as a page shows it: as the user would write it in pqd.toml."""
+    if value is None:
+        return "none"
+    shown = KINDS[setting.spec.kind].shown(value)
+    return str(shown).lower() if isinstance(shown, bool) else str(shown)
+
 
 def probe_view(probe: ProbeConfig, containment: str) -> ProbeView:
-    """A probe's settings as rows; ``containment`` is the one in use, not the configured one."""
+    """A probe's settings as rows, every per-probe setting of the table (pqd.fields);
+    ``containment`` is the one in use, not the configured one."""
+    rows = [
+        (s.name, _shown(s, getattr(probe, s.name)))
+        for s in PROBE_SETTINGS
+        if s.name not in _SCHEDULE_SETTINGS
+    ]
     return ProbeView(
         name=probe.name,
-        settings=(
-            ("schedule", schedule_text(probe)),
-            ("containment", containment),
-            ("start_method", probe.start_method),
-            ("workers", str(probe.workers)),
-            ("queue_maxsize", str(probe.queue_maxsize)),
-            ("rounds", str(probe.rounds)),
-            ("items_per_producer", str(probe.items_per_producer)),
-            ("job_pause", format_duration(probe.job_pause)),
-            ("timeout", format_duration(probe.timeout)),
-        ),
+        settings=(("schedule", schedule_text(probe)), ("containment", containment), *rows),
     )
 
 
@@ -48,13 +58,12 @@ def web_state(
         ready=ready,
         unhealthy_reason=unhealthy_reason,
         # Every top-level setting; none holds a secret (web_config_file is only a path).
-        global_settings=(
-            ("listen_address", config.listen_address),
-            ("log_format", config.log_format),
-            ("log_level", config.log_level),
-            ("history_limit", str(config.history_limit)),
-            ("enable_reload_endpoint", str(config.enable_reload_endpoint).lower()),
-            ("web_config_file", config.web_config_file or "none"),
-            ("containment", f"{config.containment} (in use: {containment})"),
-        ),
+        global_settings=tuple(_global_row(s, config, containment) for s in GLOBAL_SETTINGS),
     )
+
+
+def _global_row(setting: Setting, config: Config, containment: str) -> tuple[str, str]:
+    shown = _shown(setting, getattr(config, setting.name))
+    if setting.name == "containment":
+        shown += f" (in use: {containment})"
+    return setting.name, shown
