@@ -41,8 +41,8 @@ system-deps:
 	@-$(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks grafana deploy
+	$(BIN)/ruff format --check src tests benchmarks grafana deploy
 
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src

@@ -232,11 +232,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return cmd_check_config(args)
         if args.command == "hash-password":
             return cmd_hash_password()
-        if args.command == "run":
-            from pqd.daemon import run_daemon
+        from pqd.daemon import run_daemon  # argparse admits no command but these four
 
-            return run_daemon(load(args, env), reload_config=lambda: load(args, os.environ))
-        raise UsageError(f"{args.command}: not available yet")
+        return run_daemon(load(args, env), reload_config=lambda: load(args, os.environ))
     except UsageError as exc:
         print(f"pqd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -252,7 +250,3 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             print(f"pqd: config error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         raise
-
-
-def entry_point() -> NoReturn:
-    sys.exit(main())
