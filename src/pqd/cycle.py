@@ -5,33 +5,35 @@ observe. It never touches Prometheus either; the daemon's metrics writer turns r
 series. It runs in a probe's runner (pqd.runner), which owns the whole process tree below it:
 every descendant of the calling process is the cycle's, except multiprocessing's helpers.
 
-The standard library misbehaves in ways that shape this module (design §5):
+The standard library misbehaves in ways that shape this module (docs/design.md §5):
 
 * ``AsyncResult.get()`` waits forever when the worker running the job is killed, so every wait
   here polls with a deadline and checks that the pool's workers and the Manager are still alive.
 * ``Pool.terminate()`` can block for good when a worker died holding one of the pool's locks,
   and Manager proxy calls block for good when the Manager is stopped. Every call into
-  multiprocessing that can block runs on a helper thread with a deadline (``_BlockingCaller``),
-  and on failure every process the cycle started is SIGKILLed before anything is torn down.
+  multiprocessing that can block runs on a helper thread with a deadline (pqd.blocking), and on
+  failure every process the cycle started is SIGKILLed before anything is torn down
+  (pqd.cycle_processes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.managers
-import multiprocessing.pool
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pqd import containment, stacks, workers
+from pqd import containment, mp_private, workers
+from pqd.blocking import CANCELLED, POLL_SECONDS, BlockingCaller, Cancelled
 from pqd.containment import ProbeCgroup, ProcessRef
+from pqd.cycle_processes import REAP_SECONDS, CycleProcesses
+from pqd.cycle_tree import CycleTree
+from pqd.phases import PhaseClock
 from pqd.probe import ProbeConfig
 from pqd.results import (
     CycleResult,
@@ -40,19 +42,13 @@ from pqd.results import (
     JobLedger,
     JobReport,
     StuckProcess,
+    settings_and_jobs,
 )
 
 T = TypeVar("T")
 
-#: How often a wait re-checks that workers and the Manager are alive.
-POLL_SECONDS = 0.05
 #: How long a successful cycle may take to close the pool and stop the Manager gracefully.
 TEARDOWN_SECONDS = 5.0
-#: How long killed processes get to disappear before they are counted as left behind.
-REAP_SECONDS = 3.0
-#: How long exited descendants may linger (their parent has not reaped them yet) before a
-#: process is counted as leaked.
-SETTLE_SECONDS = 2.0
 
 #: Imported once by the forkserver instead of by every worker and Manager it forks (each of
 #: these cost a forked child 1-30 ms; benchmarks/cycle_cost.py): the jobs; what unpickling a
@@ -84,13 +80,6 @@ class CycleFailure(Exception):
         self.reason = reason
         self.detail = detail
         self.traceback = traceback  # a job_error's worker traceback, as text
-
-
-CANCELLED = "cancelled: pqd is stopping"
-
-
-class Cancelled(Exception):
-    """The daemon is stopping; the cycle is cut short (and not exported)."""
 
 
 class CycleObserver(Protocol):
@@ -128,103 +117,15 @@ class JobFunctions:
     consumer: workers.Job = workers.consumer_job
 
 
-class _BlockingCaller:
-    """Runs calls that may block forever on one daemon thread and waits for them with a deadline.
+@dataclass(frozen=True)
+class _Start:
+    """What is measured as a cycle begins, before it starts any process."""
 
-    A daemon thread, not a ThreadPoolExecutor: the interpreter joins executor threads at exit,
-    and a call stuck on a stopped Manager would then keep pqd from exiting. Once a call has
-    missed its deadline the thread is considered lost: it unblocks when the cycle's processes are
-    killed, and later calls are refused rather than queued behind it.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], _Pending] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self.stuck = False
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            func, pending = call
-            try:
-                pending.value = func()
-            except BaseException as exc:  # handed back to the waiting thread
-                pending.error = exc
-            pending.done.set()
-
-    def call(
-        self,
-        func: Callable[[], T],
-        timeout: float,
-        what: str,
-        cancel: threading.Event | None = None,
-    ) -> T:
-        if self.stuck:
-            raise TimeoutError(f"{what}: an earlier call is still blocked")
-        if self._thread.ident is None:
-            # Started on first use, inside the cycle's error handling: under a process limit
-            # (pids.max counts threads) even this thread may not start, and that is a finding.
-            self._thread.start()
-        pending = _Pending()
-        self._calls.put((func, pending))
-        deadline = time.monotonic() + max(timeout, 0.0)
-        while not pending.done.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0))):
-            if cancel is not None and cancel.is_set():
-                self.stuck = True
-                raise Cancelled(f"{what}: {CANCELLED}")
-            if time.monotonic() >= deadline:
-                self.stuck = True
-                raise TimeoutError(f"{what} did not return within {timeout:.1f}s")
-        if pending.error is not None:
-            raise pending.error
-        return pending.value  # type: ignore[no-any-return]
-
-    def close(self, timeout: float) -> bool:
-        """Stop the thread; False if it is still blocked after ``timeout``."""
-        if self._thread.ident is None:
-            return True
-        self._calls.put(None)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-
-@dataclass
-class _Pending:
-    done: threading.Event = field(default_factory=threading.Event)
-    value: Any = None
-    error: BaseException | None = None
-
-
-def _known_helper_pids() -> dict[int, str]:
-    """The helpers multiprocessing itself has on record. Private attributes, read defensively:
-    they are the only way to recognise a helper that has already died (its command line is
-    gone), and a dead helper must be left for multiprocessing to reap — its ensure_running()
-    fails with ChildProcessError if anyone else reaps it."""
-    import multiprocessing.forkserver
-    import multiprocessing.resource_tracker
-
-    known = {}
-    forkserver_pid = getattr(
-        getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid", None
-    )
-    tracker_pid = getattr(
-        getattr(multiprocessing.resource_tracker, "_resource_tracker", None), "_pid", None
-    )
-    if isinstance(forkserver_pid, int):
-        known[forkserver_pid] = "forkserver"
-    if isinstance(tracker_pid, int):
-        known[tracker_pid] = "resource_tracker"
-    return known
-
-
-def _is_gone(proc: ProcessRef, own_pid: int) -> bool:
-    """True if the process has exited. A zombie whose parent is not us counts as gone: its
-    parent (the forkserver) reaps it; our own zombies are reaped by the caller."""
-    status = proc.state()
-    if status is None or status == "X":
-        return True
-    return status == "Z" and proc.ppid() != own_pid
+    wall: float  # time.time()
+    t0: float  # time.monotonic()
+    helpers: dict[int, str]  # the helpers multiprocessing had on record
+    cpu_seconds: float  # CycleTree.cpu_seconds()
+    pid_count: int  # processes on the host
 
 
 class _Cycle:
@@ -236,68 +137,41 @@ class _Cycle:
         jobs: JobFunctions,
         observer: CycleObserver,
         cancel: threading.Event | None,
-        cycle_id: str,
         cgroup: ProbeCgroup | None,
     ) -> None:
-        self.probe = probe
-        self.cgroup = cgroup
-        self.cancel = cancel
-        self.jobs = jobs
-        self.observer = observer
-        self.own_pid = os.getpid()
-        self.cycle_id = cycle_id
-        self.ctx = multiprocessing.get_context(probe.start_method)
-        if isinstance(self.ctx, multiprocessing.context.ForkServerContext):
+        self.probe, self.jobs, self.observer, self.cancel = probe, jobs, observer, cancel
+        ctx = multiprocessing.get_context(probe.start_method)
+        if isinstance(ctx, multiprocessing.context.ForkServerContext):
             # Forked workers then start with these imported, and nothing of pqd's own
             # __main__ (which may be a test runner) is imported into the forkserver.
-            self.ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-        self.caller = _BlockingCaller(f"pqd-cycle-{probe.name}")
-        self.manager: Any = None
-        self.manager_process: Any = None
-        self.pool: multiprocessing.pool.Pool | None = None
-        self.pool_processes: list[Any] = []
+            ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        self.procs = CycleProcesses(ctx, BlockingCaller(f"pqd-cycle-{probe.name}"))
+        self.tree = CycleTree(cgroup)
+        self.phases = PhaseClock()
         self.probe_queue: Any = None
         self.ledger = JobLedger()
         self.job_counter = 0
         self.jobs_failed = 0
-        self.depth_max = 0
-        self.phase_seconds: dict[str, float] = {}
-        self.owned: dict[int, ProcessRef] = {}
-        self.helpers: dict[int, str] = {}  # every helper seen alive during the cycle
-        self.peak_rss = 0
+        self.pid_count_during = -1
+        # How it ended: the failure (None for a success) and what the runner saw then.
+        self.failure: CycleFailure | None = None
+        self.leaked: list[ProcessRef] = []
+        self.leaked_commands: tuple[str, ...] = ()
+        self.stuck: tuple[StuckProcess, ...] = ()
 
-    # -- helpers (forkserver, resource tracker) -----
+    def begin(self) -> _Start:
+        wall, t0, helpers = time.time(), time.monotonic(), mp_private.helper_pids()
+        start = _Start(wall, t0, helpers, self.tree.cpu_seconds(), containment.host_pid_count())
+        self.observer.begun(start.pid_count, dict(self.tree.helpers))
+        return start
 
-    def note_helpers(self) -> dict[int, str]:
-        """Remember the helpers alive now: one that dies later in the cycle is a finding."""
-        for pid, role in _known_helper_pids().items():
-            if pid not in self.helpers and not containment.is_gone(pid):
-                self.helpers[pid] = role
-        return dict(self.helpers)
-
-    def helper_problem(self) -> str | None:
-        """Why a helper the cycle relies on is not serving: gone, or stopped (SIGSTOP/ptrace).
-
-        Checked before blaming the Manager or a worker: a dead forkserver makes multiprocessing
-        report exit code 255 for every process it forked, alive or not."""
-        for pid, role in self.helpers.items():
-            status = containment.state(pid)
-            if status in (None, "Z", "X"):
-                return f"{role} pid {pid} died"
-            if status in ("T", "t"):
-                return f"{role} pid {pid} is stopped (state {status})"
-        return None
-
-    # -- deadlines -----
-
-    def remaining(self, deadline: float) -> float:
-        return deadline - time.monotonic()
+    # -- deadlines and liveness -----
 
     def call(self, func: Callable[[], T], deadline: float, what: str, reason: str) -> T:
         try:
-            return self.caller.call(func, self.remaining(deadline), what, self.cancel)
+            return self.procs.caller.call(func, deadline - time.monotonic(), what, self.cancel)
         except (TimeoutError, Cancelled) as exc:
-            problem = self.helper_problem()
+            problem = self.tree.helper_problem()
             if problem is not None:
                 raise CycleFailure("helper_died", f"{what}: {problem}") from None
             raise CycleFailure("timeout", str(exc)) from None
@@ -306,77 +180,75 @@ class _Cycle:
         except Exception as exc:
             raise CycleFailure(reason, f"{what}: {type(exc).__name__}: {exc}") from None
 
-    # -- liveness -----
-
-    def manager_alive(self) -> bool:
-        return self.manager_process is not None and self.manager_process.exitcode is None
-
-    def dead_worker(self) -> Any:
-        for process in self.pool_processes:
-            if process.exitcode is not None:
-                return process
-        return None
-
     def check_alive(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise CycleFailure("timeout", CANCELLED)
-        problem = self.helper_problem()
+        problem = self.tree.helper_problem()
         if problem is not None:
             raise CycleFailure("helper_died", problem)
-        if self.manager_process is not None and not self.manager_alive():
+        manager = self.procs.manager_process
+        if manager is not None and not self.procs.manager_alive():
             raise CycleFailure(
-                "manager_died",
-                f"Manager pid {self.manager_process.pid} exited "
-                f"(exit code {self.manager_process.exitcode})",
+                "manager_died", f"Manager pid {manager.pid} exited (exit code {manager.exitcode})"
             )
-        dead = self.dead_worker()
+        dead = self.procs.dead_worker()
         if dead is not None:
             raise CycleFailure(
                 "worker_died", f"pool worker pid {dead.pid} exited (exit code {dead.exitcode})"
             )
 
-    def workers_live(self) -> int:
-        pool = self.pool
-        if pool is None:
-            return 0
-        current = list(getattr(pool, "_pool", []))
-        return sum(1 for process in current if process.exitcode is None)
-
     # -- phases -----
 
+    def run(self, start: _Start) -> CycleFailure | None:
+        """Start the processes, run the jobs, close everything gracefully; the failure that ended
+        it early, if any. The phase that failed is left open (PhaseClock)."""
+        deadline = start.t0 + self.probe.timeout
+        try:
+            with self.phases.phase("pool_start", since=start.t0):
+                self.start(deadline)
+                self.pid_count_during = containment.host_pid_count()
+            with self.phases.phase("jobs"):
+                self.run_jobs(deadline)
+                self.check_counts()
+            with self.phases.phase("teardown"):
+                # Peak RSS while the workers still exist; what they left is found after teardown.
+                self.tree.note_peak_rss([self.tree.own_pid, *self.tree.helpers, *self.procs.pids()])
+                self.close_gracefully()
+        except CycleFailure as exc:
+            return exc
+        except Exception as exc:  # a bug or an OS error we did not foresee: still clean up
+            reason = "spawn_failed" if self.phases.current == "pool_start" else "job_error"
+            return CycleFailure(reason, f"{type(exc).__name__}: {exc}")
+        return None
+
     def start(self, deadline: float) -> None:
-        probe = self.probe
-        self.manager = self.call(
-            self.start_manager, deadline, "starting the Manager", "spawn_failed"
-        )
-        self.manager_process = self.manager._process
+        procs = self.procs
+        manager = self.call(self.start_manager, deadline, "starting the Manager", "spawn_failed")
+        procs.manager_started(manager)
         self.probe_queue = self.call(
-            lambda: self.manager.Queue(probe.queue_maxsize),
+            lambda: manager.Queue(self.probe.queue_maxsize),
             deadline,
             "creating the Manager queue",
             "manager_died",
         )
-        self.pool = self.call(
-            lambda: self.ctx.Pool(
-                probe.workers,
+        pool = self.call(
+            lambda: procs.ctx.Pool(
+                self.probe.workers,
                 initializer=workers.init_worker,
-                initargs=(self.probe_queue, self.own_pid),
+                initargs=(self.probe_queue, self.tree.own_pid),
             ),
             deadline,
             "starting the pool",
             "spawn_failed",
         )
-        # The pool replaces dead workers behind our back; keep the originals so a death is seen.
-        self.pool_processes = list(getattr(self.pool, "_pool", []))
-        self.note_helpers()
-        self.observer.processes_started(
-            self.manager_process.pid, tuple(p.pid for p in self.pool_processes)
-        )
+        procs.pool_started(pool)
+        self.tree.note_helpers()
+        self.observer.processes_started(*procs.started_pids())
 
-    def start_manager(self) -> Any:
+    def start_manager(self) -> multiprocessing.managers.SyncManager:
         # ctx.Manager() with an initializer: the Manager, too, dies with pqd.
-        manager = multiprocessing.managers.SyncManager(ctx=self.ctx)
-        manager.start(initializer=workers.init_manager, initargs=(self.own_pid,))
+        manager = multiprocessing.managers.SyncManager(ctx=self.procs.ctx)
+        manager.start(initializer=workers.init_manager, initargs=(self.tree.own_pid,))
         return manager
 
     def run_jobs(self, deadline: float) -> None:
@@ -398,8 +270,7 @@ class _Cycle:
             raise
         self.job_counter += 1
         depth = self.call(self.probe_queue.qsize, deadline, "sampling queue depth", "manager_died")
-        self.depth_max = max(self.depth_max, depth)
-        live = self.workers_live()
+        live = self.procs.workers_live()
         report = JobReport(
             kind=kind,
             round=round_no,
@@ -425,17 +296,17 @@ class _Cycle:
     def wait_for_job(
         self, kind: JobKind, job: workers.Job, round_no: int, deadline: float
     ) -> dict[str, Any]:
-        assert self.pool is not None
+        assert self.procs.pool is not None
         probe = self.probe
-        pending = self.pool.apply_async(
+        pending = self.procs.pool.apply_async(
             workers.run_job,
             (job, round_no, probe.items_per_producer, probe.job_pause),
         )
         while not pending.ready():
             self.check_alive()
-            left = self.remaining(deadline)
+            left = deadline - time.monotonic()
             if left <= 0:
-                problem = self.helper_problem()
+                problem = self.tree.helper_problem()
                 if problem is not None:
                     raise CycleFailure("helper_died", problem)
                 raise CycleFailure(
@@ -451,7 +322,7 @@ class _Cycle:
             # A dead Manager shows up in the worker as EOFError/BrokenPipeError first; name the
             # cause, not the symptom. The Manager's exit may take a moment to be seen.
             settle = time.monotonic() + 0.5
-            while self.manager_alive() and time.monotonic() < settle:
+            while self.procs.manager_alive() and time.monotonic() < settle:
                 time.sleep(0.01)
             self.check_alive()
             raise CycleFailure(
@@ -480,185 +351,89 @@ class _Cycle:
     def close_gracefully(self) -> None:
         """Close and join the pool and stop the Manager, as the seed's ``with`` blocks do."""
         deadline = time.monotonic() + TEARDOWN_SECONDS
-        pool = self.pool
-        assert pool is not None
+        pool, manager = self.procs.pool, self.procs.manager
+        assert pool is not None and manager is not None
         self.call(pool.close, deadline, "closing the pool", "worker_died")
         self.call(pool.join, deadline, "joining the pool", "worker_died")
-        self.call(self.manager.shutdown, deadline, "stopping the Manager", "manager_died")
+        self.call(manager.shutdown, deadline, "stopping the Manager", "manager_died")
 
-    # -- ownership -----
+    # -- how it ends -----
 
-    def claim(self) -> None:
-        """Remember every process of the probe's tree so far, except the helpers.
+    def abandon(self, failure: CycleFailure) -> None:
+        """After a failure: look at where the tree was stuck, then SIGKILL all of it."""
+        self.failure = failure
+        self.observer.failing(failure.reason, failure.detail)
+        self.stuck = self.where_stuck()
+        failed_phase = self.phases.stop()
+        with self.phases.phase("teardown"):
+            self.tree.claim()
+            self.procs.kill_everything(self.tree)
+            if failed_phase == "pool_start" or failure.reason == "helper_died":
+                self.procs.retire_forkserver(self.tree.own_pid)
 
-        The runner owns its whole tree (design §1a): its cgroup's members, or everything below
-        it, which as a child subreaper includes double-forked and setsid() orphans. Called before
-        teardown too, to take each process's peak RSS while it still exists.
-        """
-        helpers = set(_known_helper_pids()) | set(self.helpers)
-        if self.cgroup is not None:
-            pids = [p for p in self.cgroup.pids() if p != self.own_pid]
-        else:
-            pids = containment.descendants(self.own_pid)
-        for pid in pids:
-            if pid in helpers or pid in self.owned:
-                continue
-            ref = ProcessRef.of(pid)
-            if ref is not None:
-                self.owned[pid] = ref
-        self.note_peak_rss([self.own_pid, *helpers, *self.owned])
-
-    def note_peak_rss(self, pids: list[int]) -> None:
-        for pid in pids:
-            self.peak_rss = max(self.peak_rss, containment.peak_rss_bytes(pid) or 0)
-
-    def cycle_pids(self) -> list[int]:
-        """The processes the cycle knows without scanning /proc: itself, its helpers, the
-        Manager and the pool's workers (replacements included)."""
-        processes = [*self.pool_processes, *getattr(self.pool, "_pool", []), self.manager_process]
-        return [self.own_pid, *self.helpers, *(p.pid for p in processes if p is not None)]
-
-    def owned_alive(self) -> list[ProcessRef]:
-        return [proc for proc in self.owned.values() if not _is_gone(proc, self.own_pid)]
+    def finish(self) -> None:
+        """After a graceful teardown: a process left behind, or a helper that failed meanwhile,
+        still fails the cycle."""
+        with self.phases.phase("teardown"):
+            self.leaked = self.procs.find_leaks(self.tree)
+        problem = self.tree.helper_problem()
+        if self.leaked:
+            pids = ", ".join(str(p.pid) for p in self.leaked)
+            self.failure = CycleFailure(
+                "leak", f"{len(self.leaked)} process(es) left behind: {pids}"
+            )
+        elif problem is not None:
+            self.failure = CycleFailure("helper_died", problem)
+        if self.failure is not None:
+            self.observer.failing(self.failure.reason, self.failure.detail)
+            self.stuck = self.where_stuck()
+        self.leaked_commands = tuple(containment.cmdline(p.pid) for p in self.leaked)
+        self.procs.kill_everything(self.tree)
+        if problem is not None:
+            self.procs.retire_forkserver(self.tree.own_pid)
 
     def where_stuck(self) -> tuple[StuckProcess, ...]:
         """Every live process of the tree, before anything is killed: state, wchan, stacks."""
         if self.cancel is not None and self.cancel.is_set():
             return ()  # pqd is stopping: nobody will look at this cycle
-        roles = {self.own_pid: "runner"}
-        if self.manager_process is not None:
-            roles[self.manager_process.pid] = "Manager"
-        for number, process in enumerate(self.pool_processes, 1):
-            roles[process.pid] = f"pool worker {number}"
-        for process in getattr(self.pool, "_pool", []):
-            roles.setdefault(process.pid, "pool worker (replacement)")
-        roles.update({pid: role for pid, role in self.helpers.items() if pid not in roles})
-        if self.cgroup is not None:
-            tree = self.cgroup.pids()
-        else:
-            tree = containment.descendants(self.own_pid)
-        for pid in tree:
-            roles.setdefault(pid, "other")
-        return stacks.capture(roles, os.environ.get(stacks.STACKS_DIR_ENV))
+        return self.tree.where_stuck(self.procs.roles())
 
-    # -- forced teardown -----
-
-    def kill_everything(self) -> None:
-        """SIGKILL every process the cycle started, then let the pool and Manager objects finish
-        without any of them waiting on a lock or a socket that a dead process held."""
-        pool = self.pool
-        if pool is not None:
-            # Stop the pool's maintenance thread from starting replacements for what we kill.
-            handler = getattr(pool, "_worker_handler", None)
-            if handler is not None:
-                handler._state = multiprocessing.pool.TERMINATE
-        for _ in range(5):
-            self.claim()
-            targets = self.owned_alive()
-            if not targets:
-                break
-            for proc in targets:
-                proc.kill()  # only if the pid still names the process we claimed
-            self.reap(time.monotonic() + REAP_SECONDS)
-        if pool is not None:
-            self.finish_pool(pool)
-        if self.manager is not None:
-            with contextlib.suppress(Exception):
-                # The Manager process is dead: shutdown() only joins it and marks the state.
-                self.caller.call(self.manager.shutdown, REAP_SECONDS, "stopping the Manager")
-
-    def retire_forkserver(self) -> None:
-        """After a cycle could not start its processes, stop the forkserver too: it may be what
-        is broken (stopped, or crashed half-way through a request, which leaves it refusing
-        connections while multiprocessing still thinks it runs). It is left as a zombie for
-        multiprocessing to reap, which then starts a fresh one for the next cycle."""
-        if not isinstance(self.ctx, multiprocessing.context.ForkServerContext):
-            return
-        for pid, role in _known_helper_pids().items():
-            if role != "forkserver":
-                continue
-            proc = ProcessRef.of(pid)
-            if proc is None or proc.ppid() != self.own_pid:
-                continue
-            proc.kill()
-            deadline = time.monotonic() + REAP_SECONDS
-            while time.monotonic() < deadline and proc.state() not in (None, "Z"):
-                time.sleep(0.005)
-
-    def finish_pool(self, pool: multiprocessing.pool.Pool) -> None:
-        """Pool.terminate() with the pool's locks replaced: a worker SIGKILLed while holding the
-        task queue's read lock or the result queue's write lock leaves them locked forever, and
-        terminate() acquires the first and writes through the second."""
-        inqueue = getattr(pool, "_inqueue", None)
-        outqueue = getattr(pool, "_outqueue", None)
-        if inqueue is not None:
-            inqueue._rlock = self.ctx.Lock()
-        if outqueue is not None and getattr(outqueue, "_wlock", None) is not None:
-            outqueue._wlock = self.ctx.Lock()
-        # Results that will never arrive; terminate() refuses to run with a dead result handler
-        # and a non-empty cache (gh-79492).
-        cache = getattr(pool, "_cache", None)
-        if cache is not None:
-            cache.clear()
-        with contextlib.suppress(Exception):
-            self.caller.call(pool.terminate, REAP_SECONDS, "terminating the pool")
-
-    def reap(self, deadline: float) -> None:
-        """Wait for the cycle's processes to go. multiprocessing reaps its own Process objects
-        (so they see their exit codes); orphans pqd adopted as a subreaper are reaped here."""
-        for process in [*self.pool_processes, self.manager_process]:
-            if process is not None:
-                with contextlib.suppress(Exception):
-                    process.join(max(0.0, deadline - time.monotonic()))
-        while True:
-            reap_zombie_orphans()
-            if not self.owned_alive() or time.monotonic() >= deadline:
-                return
-            time.sleep(0.01)
-
-    def find_leaks(self) -> list[ProcessRef]:
-        """Processes of the tree still there after a clean teardown, helpers aside."""
-        self.reap(time.monotonic() + SETTLE_SECONDS)
-        # Orphans that re-parented to us after the last look (a double fork's grandchild).
-        self.claim()
-        reap_zombie_orphans()
-        return sorted(self.owned_alive(), key=lambda p: p.pid)
-
-
-def _child_exited() -> bool:
-    """True if some child of pqd has exited and not been reaped yet (WNOWAIT: reaps nothing)."""
-    if not hasattr(os, "waitid"):
-        return True  # cannot tell here: have a look
-    try:
-        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:  # no children at all
-        return False
-    except OSError:
-        return True  # cannot tell: have a look
-
-
-def reap_zombie_orphans() -> int:
-    """Reap our exited children that nobody else will: orphans adopted as a subreaper.
-
-    multiprocessing's own children and its helpers are left alone: reaping one of those would
-    hide its exit code from multiprocessing for good.
-    """
-    if not _child_exited():
-        return 0  # the usual case: no scan of every process on the host
-    managed = {p.pid for p in multiprocessing.active_children() if p.pid is not None}
-    managed |= set(_known_helper_pids())
-    return containment.reap_children(keep=managed)
-
-
-def _tree_cpu_seconds(own_pid: int, helpers: dict[int, str], cgroup: ProbeCgroup | None) -> float:
-    """CPU used so far by the tree's long-lived part: the runner (with every child it reaped)
-    and its helpers (with the workers and Managers the forkserver reaped). Differences of this
-    are a cycle's CPU; a cgroup's own counter is used where there is one."""
-    if cgroup is not None:
-        usage = cgroup.cpu_seconds()
-        if usage is not None:
-            return usage
-    return sum(containment.cpu_seconds(pid) or 0.0 for pid in [own_pid, *helpers])
+    def result(self, cycle_id: str, start: _Start) -> CycleResult:
+        pid_count_after = containment.host_pid_count()
+        cpu_seconds = self.tree.cpu_seconds() - start.cpu_seconds
+        ended_at = time.time()
+        failure = self.failure
+        return CycleResult(
+            **settings_and_jobs(self.probe, self.ledger),
+            cycle_id=cycle_id,
+            main_pid=self.tree.own_pid,
+            main_process_name=multiprocessing.current_process().name,
+            started_at=start.wall,
+            ended_at=ended_at,
+            duration_seconds=time.monotonic() - start.t0,
+            success=failure is None,
+            reason=None if failure is None else failure.reason,
+            detail="ok" if failure is None else failure.detail,
+            jobs_completed=self.job_counter,
+            jobs_failed=self.jobs_failed,
+            host_pid_count_before=start.pid_count,
+            host_pid_count_during=self.pid_count_during,
+            host_pid_count_after=pid_count_after,
+            leaked_processes=len(self.leaked),
+            leaked_pids=tuple(p.pid for p in self.leaked),
+            leaked_commands=self.leaked_commands,
+            helpers_started=tuple(
+                HelperProcess(pid=pid, role=role)
+                for pid, role in sorted(mp_private.helper_pids().items())
+                if pid not in start.helpers
+            ),
+            phase_seconds=dict(self.phases.seconds),
+            containment="subreaper" if self.tree.cgroup is None else "cgroup",
+            cpu_seconds=max(cpu_seconds, 0.0),
+            max_rss_bytes=self.tree.peak_rss or None,
+            stuck=self.stuck,
+            job_traceback=None if failure is None else failure.traceback,
+        )
 
 
 def run_cycle(
@@ -675,122 +450,12 @@ def run_cycle(
 
     ``cgroup`` is the probe's group when the runner lives in one (its members are the tree).
     Setting ``cancel`` ends the cycle early as a failure with detail ``CANCELLED``."""
-    cycle = _Cycle(
-        probe,
-        jobs or JobFunctions(),
-        observer or _NoObserver(),
-        cancel,
-        cycle_id or os.urandom(6).hex(),
-        cgroup,
-    )
-    started_at = time.time()
-    t0 = time.monotonic()
-    deadline = t0 + probe.timeout
-    helpers_before = _known_helper_pids()
-    cpu_before = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup)
-    pid_count_before = containment.host_pid_count()
-    cycle.observer.begun(pid_count_before, dict(cycle.helpers))
-    pid_count_during = -1
-    failure: CycleFailure | None = None
-    phase = "pool_start"
-    phase_t0 = t0
-    try:
-        cycle.start(deadline)
-        pid_count_during = containment.host_pid_count()
-        cycle.phase_seconds["pool_start"] = time.monotonic() - phase_t0
-        phase, phase_t0 = "jobs", time.monotonic()
-        cycle.run_jobs(deadline)
-        cycle.check_counts()
-        cycle.phase_seconds["jobs"] = time.monotonic() - phase_t0
-        phase, phase_t0 = "teardown", time.monotonic()
-        # Peak RSS while the workers still exist; what they left behind is found after teardown.
-        cycle.note_peak_rss(cycle.cycle_pids())
-        cycle.close_gracefully()
-    except CycleFailure as exc:
-        failure = exc
-    except Exception as exc:  # a bug or an OS error we did not foresee: still clean up
-        failure = CycleFailure(
-            "spawn_failed" if phase == "pool_start" else "job_error", f"{type(exc).__name__}: {exc}"
-        )
-    leaked: list[ProcessRef] = []
-    stuck: tuple[StuckProcess, ...] = ()
+    cycle = _Cycle(probe, jobs or JobFunctions(), observer or _NoObserver(), cancel, cgroup)
+    start = cycle.begin()
+    failure = cycle.run(start)
     if failure is not None:
-        cycle.observer.failing(failure.reason, failure.detail)
-        stuck = cycle.where_stuck()
-        if phase not in cycle.phase_seconds:
-            cycle.phase_seconds[phase] = time.monotonic() - phase_t0
-        teardown_t0 = time.monotonic()
-        cycle.claim()
-        cycle.kill_everything()
-        if phase == "pool_start" or failure.reason == "helper_died":
-            cycle.retire_forkserver()
-        cycle.phase_seconds["teardown"] = cycle.phase_seconds.get("teardown", 0.0) + (
-            time.monotonic() - teardown_t0
-        )
+        cycle.abandon(failure)
     else:
-        leaked = cycle.find_leaks()
-        cycle.phase_seconds["teardown"] = time.monotonic() - phase_t0
-        problem = cycle.helper_problem()
-        if leaked:
-            failure = CycleFailure(
-                "leak",
-                f"{len(leaked)} process(es) left behind: {', '.join(str(p.pid) for p in leaked)}",
-            )
-        elif problem is not None:
-            failure = CycleFailure("helper_died", problem)
-        if failure is not None:
-            cycle.observer.failing(failure.reason, failure.detail)
-            stuck = cycle.where_stuck()
-        leaked_commands = [containment.cmdline(p.pid) for p in leaked]
-        cycle.kill_everything()
-        if problem is not None:
-            cycle.retire_forkserver()
-    cycle.caller.close(REAP_SECONDS)
-    pid_count_after = containment.host_pid_count()
-    cpu_seconds = _tree_cpu_seconds(cycle.own_pid, cycle.note_helpers(), cgroup) - cpu_before
-    ended_at = time.time()
-    ledger = cycle.ledger
-    return CycleResult(
-        probe=probe.name,
-        cycle_id=cycle.cycle_id,
-        start_method=probe.start_method,
-        workers_configured=probe.workers,
-        queue_capacity=probe.queue_maxsize,
-        rounds=probe.rounds,
-        items_per_producer=probe.items_per_producer,
-        main_pid=cycle.own_pid,
-        main_process_name=multiprocessing.current_process().name,
-        started_at=started_at,
-        ended_at=ended_at,
-        duration_seconds=time.monotonic() - t0,
-        success=failure is None,
-        reason=None if failure is None else failure.reason,
-        detail="ok" if failure is None else failure.detail,
-        jobs_completed=cycle.job_counter,
-        jobs_failed=cycle.jobs_failed,
-        queue_full_events=ledger.full_events,
-        items_put=ledger.items_put,
-        items_got=ledger.items_got,
-        queue_depth_max=cycle.depth_max,
-        host_pid_count_before=pid_count_before,
-        host_pid_count_during=pid_count_during,
-        host_pid_count_after=pid_count_after,
-        leaked_processes=len(leaked),
-        leaked_pids=tuple(p.pid for p in leaked),
-        leaked_commands=tuple(leaked_commands) if leaked else (),
-        helpers_started=tuple(
-            HelperProcess(pid=pid, role=role)
-            for pid, role in sorted(_known_helper_pids().items())
-            if pid not in helpers_before
-        ),
-        phase_seconds=dict(cycle.phase_seconds),
-        jobs=ledger.kept(),
-        jobs_not_kept=ledger.not_kept,
-        put_operations=ledger.put,
-        get_operations=ledger.get,
-        containment="subreaper" if cgroup is None else "cgroup",
-        cpu_seconds=max(cpu_seconds, 0.0),
-        max_rss_bytes=cycle.peak_rss or None,
-        stuck=stuck,
-        job_traceback=None if failure is None else failure.traceback,
-    )
+        cycle.finish()
+    cycle.procs.caller.close(REAP_SECONDS)
+    return cycle.result(cycle_id or os.urandom(6).hex(), start)

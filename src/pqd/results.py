@@ -9,13 +9,14 @@ import dataclasses
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict
 
 from pqd.bounds import TRACE_JOBS
+from pqd.probe import ProbeConfig
 
 JobKind = Literal["producer", "consumer"]
 
-#: Every reason a cycle can fail with (design §1). Metrics pre-initialise all of them.
+#: Every reason a cycle can fail with (docs/design.md §1). Metrics pre-initialise all of them.
 FAILURE_REASONS: Final = (
     "timeout",
     "worker_died",
@@ -26,10 +27,10 @@ FAILURE_REASONS: Final = (
     "helper_died",
 )
 
-#: How a probe's process tree is contained (design §1a, ``pqd_probe_info{containment}``).
+#: How a probe's process tree is contained (docs/design.md §1a, ``pqd_probe_info{containment}``).
 CONTAINMENTS: Final = ("cgroup", "subreaper")
 
-#: Phases timed inside a cycle (design §2, ``pqd_phase_duration_seconds{phase}``).
+#: Phases timed inside a cycle (docs/design.md §2, ``pqd_phase_duration_seconds{phase}``).
 PHASES: Final = ("pool_start", "jobs", "teardown")
 
 
@@ -187,7 +188,7 @@ class CycleResult:
     helpers_started: tuple[HelperProcess, ...]
     phase_seconds: dict[str, float]  # keys from PHASES; a phase never reached is absent
     jobs: tuple[JobReport, ...]
-    # Added with the per-probe runner (design §1a); defaults keep hand-built results short.
+    # Added with the per-probe runner (docs/design.md §1a); defaults keep hand-built results short.
     containment: str = "subreaper"  # one of CONTAINMENTS
     cpu_seconds: float | None = None  # user + system CPU of the probe's whole tree in the cycle
     max_rss_bytes: int | None = None  # peak RSS of the largest process of the cycle
@@ -208,6 +209,46 @@ class CycleResult:
 
     def operations(self, operation: Literal["put", "get"]) -> Operations:
         return self.put_operations if operation == "put" else self.get_operations
+
+
+class SettingsAndJobs(TypedDict):
+    """The fields of a CycleResult that come from its probe's settings and its JobLedger."""
+
+    probe: str
+    start_method: str
+    workers_configured: int
+    queue_capacity: int
+    rounds: int
+    items_per_producer: int
+    queue_full_events: int
+    items_put: int
+    items_got: int
+    queue_depth_max: int
+    jobs: tuple[JobReport, ...]
+    jobs_not_kept: int
+    put_operations: Operations
+    get_operations: Operations
+
+
+def settings_and_jobs(probe: ProbeConfig, ledger: JobLedger) -> SettingsAndJobs:
+    """For ``CycleResult(**settings_and_jobs(probe, ledger), ...)``, by the runner's cycle and by
+    pqd for a cycle it had to end itself."""
+    return SettingsAndJobs(
+        probe=probe.name,
+        start_method=probe.start_method,
+        workers_configured=probe.workers,
+        queue_capacity=probe.queue_maxsize,
+        rounds=probe.rounds,
+        items_per_producer=probe.items_per_producer,
+        queue_full_events=ledger.full_events,
+        items_put=ledger.items_put,
+        items_got=ledger.items_got,
+        queue_depth_max=ledger.depth_max,
+        jobs=ledger.kept(),
+        jobs_not_kept=ledger.not_kept,
+        put_operations=ledger.put,
+        get_operations=ledger.get,
+    )
 
 
 def result_to_dict(result: CycleResult) -> dict[str, Any]:
