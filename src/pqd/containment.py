@@ -1,4 +1,5 @@
-"""Where a probe's processes live, and how all of them are found and killed (design §1a).
+"""Where a probe's processes live, and how all of them are found and killed
+(docs/design.md §1a).
 
 Two kinds of containment:
 

@@ -1,4 +1,5 @@
-"""A probe's runner: ``python -m pqd.runner``, one child process of pqd per probe (design §1a).
+"""A probe's runner: ``python -m pqd.runner``, one child process of pqd per probe
+(docs/design.md §1a).
 
 It is the seed's "MainProcess": it owns the probe's Manager, Pool and, under forkserver, its own
 forkserver and resource tracker, and runs one cycle each time pqd asks. It stays up between
