@@ -1,4 +1,4 @@
-"""Design §2's metric names, in one place for every test that checks them: the daemon's
+"""docs/design.md §2's metric names, in one place for every test that checks them: the daemon's
 exposition, the metrics writer, and the dashboards' and alerts' queries."""
 
 from __future__ import annotations

@@ -4,43 +4,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from pqd.page_kit import (
-    cut,
-    escape,
-    kv_table,
-    link,
-    outcome,
-    page,
-    probe_href,
-    scrolling,
-    seconds,
-    utc,
-)
+from pqd import page_kit as kit
 from pqd.results import PHASES, CycleResult, StuckProcess
+from pqd.stacks import STATE_MEANINGS
 
 # A leaked process's command line can be as long as the kernel allows; the page shows this much.
 _MAX_COMMAND_LENGTH: Final = 1000
 
-#: What each /proc state letter means (proc(5)), as "Where it was stuck" spells it out.
-PROCESS_STATES: Final = {
-    "R": "running",
-    "S": "sleeping",
-    "D": "uninterruptible sleep",
-    "T": "stopped",
-    "t": "tracing stop",
-    "Z": "zombie",
-    "X": "dead",
-    "I": "idle",
-    "P": "parked",
-    "W": "waking",
-    "K": "wakekill",
-    "?": "could not be read",
-}
-
 
 def process_state(letter: str) -> str:
     """ "T" -> "T (stopped)"; a letter proc(5) does not list is shown as it is."""
-    meaning = PROCESS_STATES.get(letter)
+    meaning = STATE_MEANINGS.get(letter)
     return letter if meaning is None else f"{letter} ({meaning})"
 
 
@@ -48,12 +22,15 @@ def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
     return [
         ("cycle id", r.cycle_id),
         ("probe", r.probe),
-        ("result", outcome(r)),
+        ("result", kit.outcome(r)),
         ("detail", r.detail),
-        ("started (UTC)", utc(r.started_at)),
-        ("ended (UTC)", utc(r.ended_at)),
-        ("duration", seconds(r.duration_seconds)),
-        ("CPU (whole tree)", "not measured" if r.cpu_seconds is None else seconds(r.cpu_seconds)),
+        ("started (UTC)", kit.utc(r.started_at)),
+        ("ended (UTC)", kit.utc(r.ended_at)),
+        ("duration", kit.seconds(r.duration_seconds)),
+        (
+            "CPU (whole tree)",
+            "not measured" if r.cpu_seconds is None else kit.seconds(r.cpu_seconds),
+        ),
         (
             "peak RSS (largest process)",
             "not measured" if r.max_rss_bytes is None else f"{r.max_rss_bytes / 2**20:.1f} MiB",
@@ -86,25 +63,25 @@ def cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
     # The known phases in cycle order, then anything else a newer cycle module might report.
     phase_names: list[str] = [p for p in PHASES if p in r.phase_seconds]
     phase_names += sorted(p for p in r.phase_seconds if p not in PHASES)
-    phases = [(p, seconds(r.phase_seconds[p])) for p in phase_names]
+    phases = [(p, kit.seconds(r.phase_seconds[p])) for p in phase_names]
     back = (
-        f"<p>{link(probe_href(base, r.probe), f'Probe {r.probe}')} · "
-        f'<a href="{escape(base)}/">Back to the recent cycles</a></p>'
+        f"<p>{kit.link(kit.probe_href(base, r.probe), f'Probe {r.probe}')} · "
+        f'<a href="{kit.escape(base)}/">Back to the recent cycles</a></p>'
     )
     parts = [
-        f"<h2>Cycle <code>{escape(r.cycle_id)}</code></h2>",
+        f"<h2>Cycle <code>{kit.escape(r.cycle_id)}</code></h2>",
         back,
-        kv_table(_summary_rows(r)),
+        kit.kv_table(_summary_rows(r)),
         *stuck_section(r),
         *(["<h3>Leaked processes</h3>", _leaked_table(r)] if r.leaked_pids else []),
         "<h3>Phases</h3>",
-        kv_table(phases) if phases else "<p>No phase was reached.</p>",
+        kit.kv_table(phases) if phases else "<p>No phase was reached.</p>",
         "<h3>Jobs</h3>",
         _jobs_table(r) if r.jobs else "<p>No job reported back.</p>",
         "<h3>Trace</h3>",
-        f'<pre class="trace">{escape(chr(10).join(trace))}</pre>',
+        f'<pre class="trace">{kit.escape(chr(10).join(trace))}</pre>',
     ]
-    return page(f"pqd: cycle {r.cycle_id}", base, "\n".join(parts))
+    return kit.page(f"pqd: cycle {r.cycle_id}", base, "\n".join(parts))
 
 
 def stuck_section(result: CycleResult) -> list[str]:
@@ -120,11 +97,11 @@ def stuck_section(result: CycleResult) -> list[str]:
         parts.append(_stuck_table(result.stuck))
     for process in result.stuck:
         if process.stack is not None:
-            parts.append(f"<h4>Stack of pid {process.pid} ({escape(process.role)})</h4>")
-            parts.append(f'<pre class="stack">{escape(process.stack)}</pre>')
+            parts.append(f"<h4>Stack of pid {process.pid} ({kit.escape(process.role)})</h4>")
+            parts.append(f'<pre class="stack">{kit.escape(process.stack)}</pre>')
     if result.job_traceback:
         parts.append("<h4>Traceback of the failed job</h4>")
-        parts.append(f'<pre class="traceback">{escape(result.job_traceback)}</pre>')
+        parts.append(f'<pre class="traceback">{kit.escape(result.job_traceback)}</pre>')
     return parts
 
 
@@ -133,12 +110,12 @@ def _stuck_table(processes: tuple[StuckProcess, ...]) -> str:
         f"<th>{h}</th>" for h in ("PID", "Role", "State", "Waiting in (wchan)", "Note")
     )
     rows = "".join(
-        f'<tr><td class="num">{p.pid}</td><td>{escape(p.role)}</td>'
-        f"<td>{escape(process_state(p.state))}</td><td><code>{escape(p.wchan)}</code></td>"
-        f'<td class="note">{escape(p.note)}</td></tr>'
+        f'<tr><td class="num">{p.pid}</td><td>{kit.escape(p.role)}</td>'
+        f"<td>{kit.escape(process_state(p.state))}</td><td><code>{kit.escape(p.wchan)}</code></td>"
+        f'<td class="note">{kit.escape(p.note)}</td></tr>'
         for p in processes
     )
-    return scrolling(f'<table class="stuck"><tr>{header}</tr>{rows}</table>')
+    return kit.scrolling(f'<table class="stuck"><tr>{header}</tr>{rows}</table>')
 
 
 def _jobs_table(result: CycleResult) -> str:
@@ -181,8 +158,10 @@ def _jobs_table(result: CycleResult) -> str:
             job.error or "",
         )
         row_class = ' class="failed"' if job.error else ""
-        rows.append(f"<tr{row_class}>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
-    return scrolling(f"<table><tr>{header}</tr>{''.join(rows)}</table>")
+        rows.append(
+            f"<tr{row_class}>" + "".join(f"<td>{kit.escape(c)}</td>" for c in cells) + "</tr>"
+        )
+    return kit.scrolling(f"<table><tr>{header}</tr>{''.join(rows)}</table>")
 
 
 def _leaked_table(result: CycleResult) -> str:
@@ -191,7 +170,7 @@ def _leaked_table(result: CycleResult) -> str:
     commands += [""] * (len(result.leaked_pids) - len(commands))  # a result without them
     rows = "".join(
         f'<tr><td class="num">{pid}</td>'
-        f"<td><code>{escape(cut(cmd, _MAX_COMMAND_LENGTH)) or 'unknown'}</code></td></tr>"
+        f"<td><code>{kit.escape(kit.cut(cmd, _MAX_COMMAND_LENGTH)) or 'unknown'}</code></td></tr>"
         for pid, cmd in zip(result.leaked_pids, commands, strict=False)
     )
-    return scrolling(f"<table><tr><th>PID</th><th>Command line</th></tr>{rows}</table>")
+    return kit.scrolling(f"<table><tr><th>PID</th><th>Command line</th></tr>{rows}</table>")

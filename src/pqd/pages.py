@@ -11,20 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from pqd.page_kit import (
-    age,
-    cut,
-    cycle_href,
-    escape,
-    link,
-    outcome,
-    page,
-    probe_href,
-    scrolling,
-    seconds,
-    settings_table,
-    utc,
-)
+from pqd import page_kit as kit
 from pqd.results import CycleResult
 from pqd.webstate import ProbeView, WebState
 
@@ -108,14 +95,13 @@ def _status_cell(base: str, status: ProbeStatus) -> str:
     last = status.last
     if last is None:
         return '<span class="label">waiting</span> no cycle yet'
+    href = kit.cycle_href(base, last.cycle_id)
     if last.success:
-        return (
-            f'<span class="label">ok</span> ({link(cycle_href(base, last.cycle_id), "last cycle")})'
-        )
-    reason = link(cycle_href(base, last.cycle_id), last.reason or "unknown")
+        return f'<span class="label">ok</span> ({kit.link(href, "last cycle")})'
+    reason = kit.link(href, last.reason or "unknown")
     return (
         f'<span class="label">FAILING</span> {reason}: '
-        f"{escape(cut(last.detail, _MAX_STATUS_DETAIL))}"
+        f"{kit.escape(kit.cut(last.detail, _MAX_STATUS_DETAIL))}"
     )
 
 
@@ -124,22 +110,23 @@ def _status_row(base: str, status: ProbeStatus, now: float) -> str:
     since = (
         "never"
         if success is None
-        else f'<span title="{escape(utc(success.ended_at))}">'
-        f"{escape(age(now - success.ended_at))}</span>"
+        else f'<span title="{kit.escape(kit.utc(success.ended_at))}">'
+        f"{kit.escape(kit.age(now - success.ended_at))}</span>"
     )
-    last_seconds = "" if status.last is None else seconds(status.last.duration_seconds)
-    median = "" if status.median_seconds is None else seconds(status.median_seconds)
+    last_seconds = "" if status.last is None else kit.seconds(status.last.duration_seconds)
+    median = "" if status.median_seconds is None else kit.seconds(status.median_seconds)
     row_class = "failing" if status.failing else "ok" if status.last else "waiting"
+    name = status.probe.name
     return (
         f'<tr class="{row_class}">'
-        f'<td class="name">{link(probe_href(base, status.probe.name), status.probe.name)}</td>'
+        f'<td class="name">{kit.link(kit.probe_href(base, name), name)}</td>'
         f'<td class="detail">{_status_cell(base, status)}</td>'
         f'<td class="num">{since}</td>'
         f'<td class="num">{status.successes} ok / {status.failures} failed</td>'
-        f'<td class="num">{escape(last_seconds)}</td>'
-        f'<td class="num">{escape(median)}</td>'
-        f"<td>{escape(status.setting('schedule'))}</td>"
-        f"<td>{escape(status.setting('containment'))}</td>"
+        f'<td class="num">{kit.escape(last_seconds)}</td>'
+        f'<td class="num">{kit.escape(median)}</td>'
+        f"<td>{kit.escape(status.setting('schedule'))}</td>"
+        f"<td>{kit.escape(status.setting('containment'))}</td>"
         "</tr>"
     )
 
@@ -159,7 +146,7 @@ def status_table(base: str, statuses: Sequence[ProbeStatus], now: float) -> str:
         )
     )
     rows = "".join(_status_row(base, status, now) for status in statuses)
-    return scrolling(f'<table class="status"><tr>{header}</tr>{rows}</table>')
+    return kit.scrolling(f'<table class="status"><tr>{header}</tr>{rows}</table>')
 
 
 def _verdict(statuses: Sequence[ProbeStatus], state: WebState) -> str:
@@ -167,7 +154,7 @@ def _verdict(statuses: Sequence[ProbeStatus], state: WebState) -> str:
     if state.unhealthy_reason:
         lines.append(
             '<p class="verdict failing"><span class="label">NOT HEALTHY</span>: '
-            f"{escape(state.unhealthy_reason)}</p>"
+            f"{kit.escape(state.unhealthy_reason)}</p>"
         )
     failing = sum(1 for s in statuses if s.failing)
     if failing:
@@ -185,10 +172,12 @@ def _verdict(statuses: Sequence[ProbeStatus], state: WebState) -> str:
 def _filter_line(label: str, options: Iterable[tuple[str, str, bool]]) -> str:
     """One line of filter links; the option in force is bold text, not a link."""
     items = [
-        f'<strong aria-current="true">{escape(text)}</strong>' if chosen else link(href, text)
+        f'<strong aria-current="true">{kit.escape(text)}</strong>'
+        if chosen
+        else kit.link(href, text)
         for text, href, chosen in options
     ]
-    return f'<p class="filters">{escape(label)}: {" · ".join(items)}</p>'
+    return f'<p class="filters">{kit.escape(label)}: {" · ".join(items)}</p>'
 
 
 def _filters(path: str, query: CycleQuery, probe_names: Sequence[str] | None) -> list[str]:
@@ -212,10 +201,10 @@ def _pager(path: str, query: CycleQuery, shown: int, total: int, pages: int) -> 
     parts = [f"Cycles {first} to {first + shown - 1} of {total}, page {query.page} of {pages}"]
     if query.page > 1:
         href = query.href(path, page=query.page - 1)
-        parts.append(f'<a rel="prev" href="{escape(href)}">← previous page</a>')
+        parts.append(f'<a rel="prev" href="{kit.escape(href)}">← previous page</a>')
     if query.page < pages:
         href = query.href(path, page=query.page + 1)
-        parts.append(f'<a rel="next" href="{escape(href)}">next page →</a>')
+        parts.append(f'<a rel="next" href="{kit.escape(href)}">next page →</a>')
     return f'<p class="pager">{" · ".join(parts)}</p>'
 
 
@@ -246,11 +235,11 @@ def cycle_listing(
         if query.probe is None and query.result is None:
             parts.append("<p>No cycle has completed yet.</p>")
         else:
-            clear = link(query.href(path, probe=None, result=None, page=1), "all cycles")
+            clear = kit.link(query.href(path, probe=None, result=None, page=1), "all cycles")
             parts.append(f"<p>No kept cycle matches these filters; see {clear}.</p>")
         return "\n".join(parts)
     if query.page > pages:
-        first = link(query.href(path, page=1), "the first page")
+        first = kit.link(query.href(path, page=1), "the first page")
         parts.append(
             f"<p>There is no page {query.page}: the matching cycles fill {pages} "
             f"page{'s' if pages != 1 else ''}. Go to {first}.</p>"
@@ -287,23 +276,25 @@ def _cycles_table(base: str, cycles: Iterable[CycleResult]) -> str:
         row_class = "ok" if c.success else "failed"
         rows.append(
             f'<tr class="{row_class}">'
-            f"<td>{link(cycle_href(base, c.cycle_id), utc(c.started_at))}</td>"
-            f'<td class="name">{link(probe_href(base, c.probe), c.probe)}</td>'
-            f"<td>{escape(outcome(c))}</td>"
-            f'<td class="num">{escape(seconds(c.duration_seconds))}</td>'
-            f'<td class="num">{escape(jobs)}</td>'
+            f"<td>{kit.link(kit.cycle_href(base, c.cycle_id), kit.utc(c.started_at))}</td>"
+            f'<td class="name">{kit.link(kit.probe_href(base, c.probe), c.probe)}</td>'
+            f"<td>{kit.escape(kit.outcome(c))}</td>"
+            f'<td class="num">{kit.escape(kit.seconds(c.duration_seconds))}</td>'
+            f'<td class="num">{kit.escape(jobs)}</td>'
             f'<td class="num">{c.queue_full_events}</td>'
             f'<td class="num">{c.pid_count_delta:+d}</td>'
             f'<td class="num">{c.leaked_processes}</td>'
             "</tr>"
         )
-    return scrolling(f'<table class="cycles"><tr>{header}</tr>{"".join(rows)}</table>')
+    return kit.scrolling(f'<table class="cycles"><tr>{header}</tr>{"".join(rows)}</table>')
 
 
 def _build_line(state: WebState) -> str:
+    version, python = kit.escape(state.version), kit.escape(state.python_version)
+    started = kit.escape(kit.utc(state.started_at))
     return (
-        f'<p class="build">pqd {escape(state.version)} on Python {escape(state.python_version)}, '
-        f"started {escape(utc(state.started_at))}; ready: {'yes' if state.ready else 'no'}; "
+        f'<p class="build">pqd {version} on Python {python}, '
+        f"started {started}; ready: {'yes' if state.ready else 'no'}; "
         f"lifecycle API (POST /-/reload): {'enabled' if state.reload_enabled else 'disabled'}.</p>"
     )
 
@@ -325,7 +316,7 @@ def landing_page(
         cycle_listing(base, f"{base}/", cycles, query, names),
         _build_line(state),
     ]
-    return page("pqd", base, "\n".join(parts))
+    return kit.page("pqd", base, "\n".join(parts))
 
 
 def probe_page(
@@ -333,14 +324,14 @@ def probe_page(
 ) -> str:
     own = [c for c in cycles if c.probe == probe.name]
     parts = [
-        f"<h2>Probe <code>{escape(probe.name)}</code></h2>",
+        f"<h2>Probe <code>{kit.escape(probe.name)}</code></h2>",
         status_table(base, probe_statuses([probe], own), now),
         "<h3>Settings</h3>",
-        settings_table(probe.settings),
+        kit.settings_table(probe.settings),
         '<h3 id="cycles">Recent cycles</h3>',
-        cycle_listing(base, probe_href(base, probe.name), own, query, None),
+        cycle_listing(base, kit.probe_href(base, probe.name), own, query, None),
     ]
-    return page(f"pqd: probe {probe.name}", base, "\n".join(parts))
+    return kit.page(f"pqd: probe {probe.name}", base, "\n".join(parts))
 
 
 def config_page(base: str, state: WebState) -> str:
@@ -349,7 +340,7 @@ def config_page(base: str, state: WebState) -> str:
         "<p>What the daemon runs now: the last configuration it loaded successfully. "
         "Values that could be secrets are never shown.</p>",
         "<h3>Global settings</h3>",
-        settings_table(state.global_settings)
+        kit.settings_table(state.global_settings)
         if state.global_settings
         else "<p>The daemon reported none.</p>",
         "<h3>Probes</h3>",
@@ -357,23 +348,24 @@ def config_page(base: str, state: WebState) -> str:
     if not state.probes:
         parts.append("<p>No probes are configured.</p>")
     for probe in state.probes:
-        parts += [f"<h4>{link(probe_href(base, probe.name), probe.name)}</h4>"]
-        parts.append(settings_table(probe.settings))
-    return page("pqd: configuration", base, "\n".join(parts))
+        parts += [f"<h4>{kit.link(kit.probe_href(base, probe.name), probe.name)}</h4>"]
+        parts.append(kit.settings_table(probe.settings))
+    return kit.page("pqd: configuration", base, "\n".join(parts))
 
 
 def cycle_not_found_page(base: str, cycle_id: str) -> str:
     body = (
-        f"<p>No cycle with id <code>{escape(cut(cycle_id, 300))}</code>. Cycles are kept for a "
-        f'limited time; see the <a href="{escape(base)}/">recent cycles</a>.</p>'
+        f"<p>No cycle with id <code>{kit.escape(kit.cut(cycle_id, 300))}</code>. "
+        "Cycles are kept for a "
+        f'limited time; see the <a href="{kit.escape(base)}/">recent cycles</a>.</p>'
     )
-    return page("pqd: cycle not found", base, body)
+    return kit.page("pqd: cycle not found", base, body)
 
 
 def probe_not_found_page(base: str, name: str) -> str:
     body = (
-        f"<p>No probe named <code>{escape(cut(name, 300))}</code> is configured. "
-        f'See the <a href="{escape(base)}/">probes</a> and the '
-        f'<a href="{escape(base)}/config">configuration</a>.</p>'
+        f"<p>No probe named <code>{kit.escape(kit.cut(name, 300))}</code> is configured. "
+        f'See the <a href="{kit.escape(base)}/">probes</a> and the '
+        f'<a href="{kit.escape(base)}/config">configuration</a>.</p>'
     )
-    return page("pqd: probe not found", base, body)
+    return kit.page("pqd: probe not found", base, body)

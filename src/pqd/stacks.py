@@ -41,15 +41,20 @@ MAX_STACK_BYTES = 16 * 1024
 MAX_PROCESSES = 64
 _POLL_SECONDS = 0.005
 
-_STATE_MEANINGS = {
+#: What each /proc state letter means (proc(5)); "?" is a state that could not be read.
+STATE_MEANINGS = {
     "R": "running",
     "S": "sleeping",
     "D": "uninterruptible sleep",
     "T": "stopped",
-    "t": "stopped by a tracer",
-    "Z": "zombie: exited, not yet reaped",
+    "t": "tracing stop",
+    "Z": "zombie",
     "X": "dead",
     "I": "idle",
+    "P": "parked",
+    "W": "waking",
+    "K": "wakekill",
+    "?": "could not be read",
 }
 
 # The file the current registration writes to; kept open for as long as it is registered.
@@ -57,7 +62,7 @@ _dump_file: IO[str] | None = None
 
 
 def state_meaning(letter: str) -> str:
-    return _STATE_MEANINGS.get(letter, "unknown")
+    return STATE_MEANINGS.get(letter, "unknown")
 
 
 def install(directory: str | None = None) -> bool:

@@ -13,6 +13,7 @@ import gzip
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qs, parse_qsl, quote
@@ -87,36 +88,20 @@ def make_app(
     time that "last success ... ago" is counted to. A callback that raises gives a 500 response;
     the application itself never raises.
     """
-    return _App(
-        registry=registry,
-        state=state,
-        recent_cycles=recent_cycles,
-        find_cycle=find_cycle,
-        render_trace=render_trace,
-        reload=reload,
-        clock=clock,
-    )
+    return _App(registry, state, recent_cycles, find_cycle, render_trace, reload, clock)
 
 
+@dataclass(frozen=True)
 class _App:
-    def __init__(
-        self,
-        *,
-        registry: CollectorRegistry,
-        state: Callable[[], WebState],
-        recent_cycles: Callable[[], list[CycleResult]],
-        find_cycle: Callable[[str], CycleResult | None],
-        render_trace: Callable[[CycleResult], list[str]],
-        reload: Callable[[], tuple[bool, str]],
-        clock: Callable[[], float],
-    ) -> None:
-        self._registry = registry
-        self._state = state
-        self._recent_cycles = recent_cycles
-        self._find_cycle = find_cycle
-        self._render_trace = render_trace
-        self._reload = reload
-        self._clock = clock
+    """The application: everything it shows comes through these callbacks (make_app)."""
+
+    _registry: CollectorRegistry
+    _state: Callable[[], WebState]
+    _recent_cycles: Callable[[], list[CycleResult]]
+    _find_cycle: Callable[[str], CycleResult | None]
+    _render_trace: Callable[[CycleResult], list[str]]
+    _reload: Callable[[], tuple[bool, str]]
+    _clock: Callable[[], float]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET"))
