@@ -396,7 +396,7 @@ class _Cycle:
         """Every live process of the tree, before anything is killed: state, wchan, stacks."""
         if self.cancel is not None and self.cancel.is_set():
             return ()  # pqd is stopping: nobody will look at this cycle
-        return self.tree.where_stuck(self.procs.roles())
+        return self.tree.where_stuck(self.procs.roles(), ask=self.probe.capture_stacks)
 
     def result(self, cycle_id: str, start: _Start) -> CycleResult:
         pid_count_after = containment.host_pid_count()

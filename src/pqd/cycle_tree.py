@@ -88,14 +88,14 @@ class CycleTree:
                 return usage
         return sum(containment.cpu_seconds(pid) or 0.0 for pid in [self.own_pid, *helpers])
 
-    def where_stuck(self, roles: Mapping[int, str]) -> tuple[StuckProcess, ...]:
-        """Every live process of the tree: state, wchan, stacks. ``roles`` names the ones the
-        cycle started; then come the runner's helpers, and the rest are "other"."""
+    def where_stuck(self, roles: Mapping[int, str], *, ask: bool) -> tuple[StuckProcess, ...]:
+        """Every live process of the tree: state, wchan, stacks (if ``ask``). ``roles`` names
+        the ones the cycle started; then come the runner's helpers, and the rest are "other"."""
         named = {self.own_pid: "runner", **roles}
         named.update({pid: role for pid, role in self.helpers.items() if pid not in named})
         for pid in self.members():
             named.setdefault(pid, "other")
-        return stacks.capture(named, os.environ.get(stacks.STACKS_DIR_ENV))
+        return stacks.capture(named, os.environ.get(stacks.STACKS_DIR_ENV), ask=ask)
 
 
 def _is_gone(proc: ProcessRef, own_pid: int) -> bool:

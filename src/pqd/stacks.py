@@ -170,10 +170,15 @@ def _ask(targets: dict[int, tuple[str, int]], seconds: float) -> dict[int, str]:
 
 
 def capture(
-    roles: Mapping[int, str], directory: str | None, seconds: float = CAPTURE_SECONDS
+    roles: Mapping[int, str],
+    directory: str | None,
+    seconds: float = CAPTURE_SECONDS,
+    *,
+    ask: bool = True,
 ) -> tuple[StuckProcess, ...]:
     """Every live process of ``roles`` (pid -> role, in the order to report them): state,
-    wchan and, where it can answer, every thread's Python stack. Takes at most ``seconds``."""
+    wchan and, where it can answer, every thread's Python stack. Takes at most ``seconds``.
+    ``ask=False`` (a probe's ``capture_stacks = false``) signals nothing: states and wchans."""
     from pqd.results import StuckProcess
 
     seen: list[tuple[int, str, str, str]] = []
@@ -185,7 +190,9 @@ def capture(
     notes: dict[int, str] = {}
     for pid, _, letter, _ in seen:
         path = os.path.join(directory, str(pid)) if directory else ""
-        if letter in ("T", "t", "D", "Z"):
+        if not ask:
+            notes[pid] = "stacks not captured (capture_stacks = false)"
+        elif letter in ("T", "t", "D", "Z"):
             notes[pid] = f"{state_meaning(letter)}: not asked, it cannot answer in that state"
         elif not path or not os.path.exists(path) or not _catches_dump_signal(pid):
             notes[pid] = "no stack dump handler (started without pqd's hooks)"

@@ -237,7 +237,8 @@ class Runners:
         rss = peak_rss(list(tree_states))
         stuck: tuple[StuckProcess, ...] = ()
         if result is None and ended is not None and ended[1] != CANCELLED:
-            stuck = stacks.capture(roles(runner, progress, tree), runner.stacks_dir)
+            named = roles(runner, progress, tree)
+            stuck = stacks.capture(named, runner.stacks_dir, ask=probe.capture_stacks)
         # What the capture took comes out of the kill's wait: the result stays within
         # timeout + 1 s (stragglers are still waited for, after the result is taken).
         left = self._kill(runner, max(0.05, min(KILL_SECONDS, deadline + 0.9 - time.monotonic())))

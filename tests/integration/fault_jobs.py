@@ -148,8 +148,9 @@ def _manager_pid(q: workers.ProbeQueue) -> int:
 def churning_producer(
     q: workers.ProbeQueue, round_no: int, items: int, pause: float
 ) -> workers.JobOutcome:
-    """Puts and gets for an hour, after telling the test the Manager's pid: a test that stops
-    the Manager finds this worker blocked in a queue call."""
+    """Puts for an hour (each put_nowait is a round trip to the Manager, Full or not), after
+    telling the test the Manager's pid: a test that stops the Manager finds this worker blocked
+    in put_nowait."""
     q.put_nowait("A")
     q.get_nowait()
     _announce(f"manager {_manager_pid(q)}")
@@ -157,6 +158,4 @@ def churning_producer(
     while time.monotonic() < deadline:
         with contextlib.suppress(queue.Full):
             q.put_nowait("A")  # CHURN_LINE
-        with contextlib.suppress(queue.Empty):
-            q.get_nowait()
     return workers.producer_job(q, round_no, items, pause)

@@ -6,6 +6,7 @@ Managers, faults injected from outside with signals, as on an operator's host.""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -237,3 +238,19 @@ def test_daemon_logs_and_serves_where_it_was_stuck(tmp_path: Path) -> None:
         assert status == 200, page
         assert "Where it was stuck" in page, page
         assert f"fault_jobs.py&quot;, line {line} in sleeping_producer" in page, page
+
+
+def test_capture_stacks_false_signals_nothing(
+    runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PRODUCER_ENV, "sleeping_producer")
+    quiet = dataclasses.replace(probe(), capture_stacks=False)
+    result = runners.run_cycle(quiet)
+
+    assert result.reason == "timeout", result.detail
+    assert_within_deadline(result)
+    assert_whole_tree_listed(result)
+    pid, _ = busy_worker(announce)
+    assert by_pid(result)[pid].state == "S"
+    assert all(p.stack is None for p in result.stuck), result.stuck
+    assert {p.note for p in result.stuck} == {"stacks not captured (capture_stacks = false)"}

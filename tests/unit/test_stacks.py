@@ -105,3 +105,10 @@ def test_capture_of_a_real_process_and_of_a_stopped_one(tmp_path: Path) -> None:
 def test_a_process_without_the_hook_is_reported_not_signalled(tmp_path: Path) -> None:
     (proc,) = stacks.capture({os.getppid(): "other"}, str(tmp_path))
     assert proc.stack is None and "no stack dump handler" in proc.note
+
+
+def test_capture_without_asking_reports_states_only(tmp_path: Path) -> None:
+    """capture_stacks = false: nothing is signalled, each process has its state and a note."""
+    (proc,) = stacks.capture({os.getpid(): "runner"}, str(tmp_path), ask=False)
+    assert proc.state == "R" and proc.stack is None
+    assert proc.note == "stacks not captured (capture_stacks = false)"
