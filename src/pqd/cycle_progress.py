@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from pqd import containment
 from pqd.probe import ProbeConfig
 from pqd.results import (
+    PROCESS_ROLES,
     CycleResult,
     JobLedger,
     LiveSample,
@@ -94,10 +95,11 @@ def roles(runner: RunnerProcess, progress: Progress, tree: Sequence[int]) -> dic
 
 
 def _role_rank(role: str) -> int:
-    for rank, prefix in enumerate(("runner", "Manager", "pool worker", "forkserver", "resource")):
+    """PROCESS_ROLES' order; "pool worker 2" ranks as "pool worker"."""
+    for rank, prefix in enumerate(PROCESS_ROLES):
         if role.startswith(prefix):
             return rank
-    return 9
+    return len(PROCESS_ROLES)
 
 
 def states(pids: Sequence[int]) -> dict[int, str]:
