@@ -16,7 +16,7 @@ import pytest
 CYCLES = 200
 
 RUNNER = """
-import json, sys, time
+import json, sys, threading, time
 import psutil
 from pqd.config import ProbeConfig
 from pqd.containment import become_child_subreaper
@@ -28,18 +28,26 @@ def footprint():
     return [me.num_threads(), me.num_fds(), sorted(p.pid for p in me.children(recursive=True))]
 
 
+def settled_footprint():
+    # Once the OS agrees with Python on the threads alive: a thread Python has joined can take
+    # a few more milliseconds to leave the OS (polled with a deadline, not a fixed sleep).
+    deadline = time.monotonic() + 10
+    while psutil.Process().num_threads() != threading.active_count():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return footprint()
+
+
 def main():
     assert become_child_subreaper()
     probe = ProbeConfig()
     # The first cycle starts multiprocessing's long-lived forkserver and resource tracker.
     first = run_cycle(probe)
-    before = footprint()
+    before = settled_footprint()
     failures = [r.detail for r in (run_cycle(probe) for _ in range(int(sys.argv[1])))]
     failures = [d for d in failures if d != "ok"]
-    # A thread that Python has joined can take a few more milliseconds to leave the OS.
-    deadline = time.monotonic() + 10
-    while (after := footprint()) != before and time.monotonic() < deadline:
-        time.sleep(0.01)
+    after = settled_footprint()
     print(json.dumps({"first": first.success, "before": before, "after": after,
                       "failures": failures}))
 
