@@ -134,3 +134,35 @@ def test_a_large_probe_costs_pqd_and_its_tree_bounded_memory() -> None:
         TRACE_JOBS,
         300 - TRACE_JOBS,
     )
+
+
+IMPORTED_SCHEDULER = """
+import sys
+from pqd.cli import main
+code = main(["once", "--config", sys.argv[1]])
+heavy = {m.split(".")[0] for m in sys.modules if m.startswith(("apscheduler", "asyncio"))}
+print(code, sorted(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [('interval = "1m"', "0 []"), ('cron = "*/5 * * * *"', "0 ['apscheduler', 'asyncio']")],
+)
+def test_once_imports_the_scheduler_only_to_check_a_cron(
+    tmp_path: Path, schedule: str, expected: str
+) -> None:
+    """`pqd once` runs no scheduler: an interval config never imports APScheduler (nor the
+    asyncio it pulls in); a cron config imports its parser to check the expression, nothing
+    more starts."""
+    config = tmp_path / "pqd.toml"
+    config.write_text(f"[probes.p]\n{schedule}\nworkers = 1\nrounds = 1\n")
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTED_SCHEDULER, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == expected, done.stdout[-2000:]
