@@ -1,10 +1,16 @@
 """prometheus_client's stock ``start_http_server`` serving the registry pqd builds.
 
 The registry is made as `pqd run` makes its own: PqdMetrics with the default probe (and the
-process_*/python_* collectors), fed with one real cycle of that probe. Prints ``port=N`` once
-serving and runs until stdin closes.
+process_*/python_* collectors), fed with one real cycle of that probe. Prints ``port=N
+backlog=M`` once serving and runs until stdin closes.
 
-    python benchmarks/_stock_server.py [--certfile F --keyfile F]
+``--backlog N`` sets the listen backlog. prometheus_client builds its server from
+``prometheus_client.exposition.ThreadingWSGIServer`` (a subclass of it, per call), a
+``socketserver.TCPServer`` whose ``request_queue_size`` (the ``listen()`` backlog) defaults to 5;
+setting the class attribute before ``start_http_server`` raises it. Without ``--backlog`` the
+server is as shipped (5).
+
+    python benchmarks/_stock_server.py [--backlog N] [--certfile F --keyfile F]
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sys
 def main() -> int:
     import argparse
 
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, exposition, start_http_server
 
     from pqd import __version__
     from pqd.config import ProbeConfig
@@ -24,10 +30,13 @@ def main() -> int:
     from pqd.metrics import PqdMetrics, ProbeSpec
 
     parser = argparse.ArgumentParser()
+    parser.add_argument("--backlog", type=int, help="listen backlog (default: as shipped, 5)")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args()
 
+    if args.backlog is not None:
+        exposition.ThreadingWSGIServer.request_queue_size = args.backlog
     become_child_subreaper()
     probe = ProbeConfig()
     registry = CollectorRegistry()
@@ -41,7 +50,7 @@ def main() -> int:
     server, _thread = start_http_server(
         0, addr="127.0.0.1", registry=registry, certfile=args.certfile, keyfile=args.keyfile
     )
-    print(f"port={server.server_address[1]}", flush=True)
+    print(f"port={server.server_address[1]} backlog={server.request_queue_size}", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     server.shutdown()
     return 0
