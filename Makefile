@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite drives for real: prometheus/promtool, chromium, systemd-analyze.
-APT_PACKAGES := prometheus chromium systemd fonts-wqy-microhei
+APT_PACKAGES := prometheus chromium systemd fonts-wqy-microhei wrk prometheus-node-exporter
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PREFIX ?= /opt/pqd
@@ -39,6 +39,7 @@ system-deps:
 	fi
 	@# Debian's package may start its own Prometheus; the tests start theirs on free ports.
 	@-$(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true
+	@-$(SUDO) systemctl stop prometheus-node-exporter >/dev/null 2>&1 || true
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks grafana deploy
