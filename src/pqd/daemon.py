@@ -128,6 +128,7 @@ class Daemon:
             find_cycle=self.history.get,
             render_trace=render_trace,
             reload=self.reload,
+            exposition=self.metrics.exposition,
         )
         self._server = HttpServer(
             self.config.listen_address, app, web_config_file=self.config.web_config_file

@@ -11,12 +11,14 @@ Metric names are a contract with dashboards and alert rules: never rename one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import math
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, Generic, Protocol, TypeVar
 
 from prometheus_client import (
@@ -30,9 +32,11 @@ from prometheus_client import (
     write_to_textfile,
 )
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric, UnknownMetricFamily
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from pqd.bounds import OPERATION_BUCKETS as OPERATION_BUCKETS  # bucketed by the workers
+from pqd.exposition import Exposition
 from pqd.probe_series import DURATION_BUCKETS as DURATION_BUCKETS
 from pqd.probe_series import OPERATIONS as OPERATIONS
 from pqd.probe_series import PROBE_SERIES, ProbeSeries
@@ -66,6 +70,9 @@ class _Family(Protocol):
     def write(self, labelvalues: Labels, value: float | Operations, exemplar: Exemplar) -> None: ...
 
     def remove(self, labelvalues: Labels) -> None: ...
+
+    @property
+    def collector(self) -> Collector: ...
 
 
 def _number(value: float | Operations) -> float:
@@ -105,6 +112,10 @@ class _ClientFamily:
         # exists in recent prometheus_client releases (pyproject allows >= 0.20).
         self._metric.remove(*labelvalues)
 
+    @property
+    def collector(self) -> Collector:
+        return self._metric
+
 
 class _Own(Generic[_State]):
     """A family pqd collects itself: the state of each label set, under one lock."""
@@ -120,6 +131,10 @@ class _Own(Generic[_State]):
     def remove(self, labelvalues: Labels) -> None:
         with self._lock:
             self._states.pop(labelvalues, None)
+
+    @property
+    def collector(self) -> Collector:
+        return self
 
     def _snapshot(self) -> list[tuple[Labels, _State]]:
         with self._lock:
@@ -253,6 +268,9 @@ class PqdMetrics:
     collects. Each metric object has its own lock; ``self._lock`` additionally serialises
     writers against set_probes(), so a cycle of a probe that a reload just removed cannot
     re-create that probe's series after they were removed. Scrapes never take ``self._lock``.
+
+    ``exposition`` serves the registry with pqd's own families encoded once per write: every
+    write ends, under ``self._lock``, by telling it so (``_write``).
     """
 
     def __init__(
@@ -263,14 +281,19 @@ class PqdMetrics:
         probes: Sequence[ProbeSpec],
         clock: Callable[[], float] = time.time,  # injectable so tests get exact timestamps
         process_collectors: bool = True,
+        live_collectors: Sequence[Collector] | None = None,
     ) -> None:
         """``process_collectors=False`` leaves out the process_*/python_* collectors, for a
-        registry that only feeds a textfile (they would describe a process that has exited)."""
-        if process_collectors:
-            # On the caller's registry, never on the global one.
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
+        registry that only feeds a textfile (they would describe a process that has exited).
+
+        ``live_collectors``: the collectors whose values change by themselves, rendered afresh
+        on every scrape; None for prometheus_client's process, platform and GC collectors
+        (none if ``process_collectors`` is False). Registered first, on ``registry``.
+        """
+        if live_collectors is None:
+            live_collectors = _runtime_collectors() if process_collectors else []
+        for collector in live_collectors:
+            registry.register(collector)  # on the caller's registry, never on the global one
         # Registered in the order of the exposition: build info, every per-probe family, then
         # the reload state.
         build_info = Gauge(
@@ -295,10 +318,30 @@ class PqdMetrics:
         self._reload_ok.set(1)
         self._reload_ts.set(clock())
         build_info.labels(version, platform.python_version()).set(1)
+        # Exactly the registry's collectors, in the order they were registered above.
+        own = [
+            build_info,
+            *(f.collector for f in self._families.values()),
+            self._reload_ok,
+            self._reload_ts,
+        ]
+        self.exposition = Exposition(
+            registry, [(False, c) for c in live_collectors] + [(True, c) for c in own]
+        )
 
         self._lock = threading.Lock()
         self._probes: dict[str, ProbeSpec] = {}  # guarded by self._lock
         self.set_probes(probes)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """Every write: under ``self._lock``, and once it is complete (or has failed half way)
+        the exposition's kept text is dropped (pqd.exposition)."""
+        with self._lock:
+            try:
+                yield
+            finally:
+                self.exposition.changed()
 
     # -- per-probe series ------------------------------------------------------------------
 
@@ -346,7 +389,7 @@ class PqdMetrics:
             if spec.name in wanted:
                 raise ValueError(f"duplicate probe name: {spec.name!r}")
             wanted[spec.name] = spec
-        with self._lock:
+        with self._write():
             for name, old in list(self._probes.items()):
                 if name not in wanted:
                     self._remove_probe(old)
@@ -375,7 +418,7 @@ class PqdMetrics:
             for series in PROBE_SERIES
             for labels, value in series.from_cycle(result)
         ]
-        with self._lock:
+        with self._write():
             if result.probe not in self._probes:
                 return
             for family, labels, value, its_exemplar in writes:
@@ -383,7 +426,7 @@ class PqdMetrics:
 
     def observe_live(self, sample: LiveSample) -> None:
         """Update the live gauges from the parent's sample after a job."""
-        with self._lock:
+        with self._write():
             if sample.probe not in self._probes:
                 return
             # A depth of -1 means the sample could not be taken (JobReport.queue_depth_after);
@@ -397,16 +440,29 @@ class PqdMetrics:
         if reason not in SKIP_REASONS:
             # A free-form reason would be an unbounded label value.
             raise ValueError(f"unknown skip reason: {reason!r}")
-        with self._lock:
+        with self._write():
             if probe not in self._probes:
                 return
             self._families["pqd_cycles_skipped"].write((probe, reason), 1, None)
 
     def observe_reload(self, success: bool, timestamp: float) -> None:
         """Record a configuration reload attempt; the timestamp only moves on success."""
-        self._reload_ok.set(1 if success else 0)
-        if success:
-            self._reload_ts.set(timestamp)
+        with self._write():
+            self._reload_ok.set(1 if success else 0)
+            if success:
+                self._reload_ts.set(timestamp)
+
+
+def _runtime_collectors() -> list[Collector]:
+    """prometheus_client's process_* and python_* collectors, registered on no registry yet."""
+    collectors: list[Collector] = [
+        ProcessCollector(registry=None),
+        PlatformCollector(registry=None),
+    ]
+    # GCCollector takes no registry=None, and registers itself only where this holds.
+    if hasattr(gc, "get_stats") and platform.python_implementation() == "CPython":
+        collectors.append(GCCollector(registry=CollectorRegistry()))
+    return collectors
 
 
 class _WithoutRuntime:

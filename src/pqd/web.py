@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from pqd.cycle_page import cycle_page
+from pqd.exposition import Exposition
 from pqd.page_kit import CYCLES_PREFIX, PROBES_PREFIX, cut
 from pqd.pages import (
     RESULT_FILTERS,
@@ -78,6 +79,7 @@ def make_app(
     render_trace: Callable[[CycleResult], list[str]],
     reload: Callable[[], tuple[bool, str]],
     clock: Callable[[], float] = time.time,
+    exposition: Exposition | None = None,
 ) -> WSGIApplication:
     """Build the WSGI application.
 
@@ -87,8 +89,13 @@ def make_app(
     lines, ``reload`` to reload the configuration (``(ok, message)``) and ``clock`` for the Unix
     time that "last success ... ago" is counted to. A callback that raises gives a 500 response;
     the application itself never raises.
+
+    ``exposition`` (PqdMetrics.exposition, of this same registry) serves /metrics with pqd's own
+    families encoded once per change; without it every scrape renders the whole registry.
     """
-    return _App(registry, state, recent_cycles, find_cycle, render_trace, reload, clock)
+    if exposition is not None and exposition.registry is not registry:
+        raise ValueError("the exposition must be of the registry the app serves")
+    return _App(registry, state, recent_cycles, find_cycle, render_trace, reload, clock, exposition)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class _App:
     _render_trace: Callable[[CycleResult], list[str]]
     _reload: Callable[[], tuple[bool, str]]
     _clock: Callable[[], float]
+    _exposition: Exposition | None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET"))
@@ -187,8 +195,12 @@ class _App:
         only the families named by ``name[]`` if any, gzipped if Accept-Encoding allows it."""
         encoder, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT", "")))
         names = parse_qs(str(environ.get("QUERY_STRING", ""))).get("name[]")
-        registry = self._registry.restricted_registry(names) if names else self._registry
-        body = encoder(registry)
+        if names:
+            body = encoder(self._registry.restricted_registry(names))  # rare: never kept
+        elif self._exposition is not None:
+            body = self._exposition.render(encoder, content_type)
+        else:
+            body = encoder(self._registry)
         headers: _Headers = [("Content-Type", content_type)]
         # Not prometheus_client's gzip_accepted: it gzips for "gzip;q=0" too (RFC 9110 §12.5.3:
         # q=0 means "not acceptable") and never for "*".
