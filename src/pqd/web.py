@@ -56,6 +56,10 @@ _MAX_QUERY_LENGTH: Final = 4096
 _MAX_ECHO: Final = 80
 # The parameters of a cycle list. Others are ignored: a link may carry a tracker's utm_source.
 _QUERY_FIELDS: Final = ("probe", "result", "page")
+# Each scrape's body is compressed whole (one gzip member). Level 1, measured on the default
+# probe's 18.5 kB exposition: 34 us and 2.9 kB, against 117 us and 2.6 kB at level 6 and 140 us
+# at level 9 (the default), so the bytes saved are not worth the CPU of every scrape.
+_GZIP_LEVEL: Final = 1
 
 # Every response: browsers must not guess a type (a trace rendered as HTML would be an XSS).
 _COMMON_HEADERS: Final = (("X-Content-Type-Options", "nosniff"),)
@@ -205,7 +209,7 @@ class _App:
         # Not prometheus_client's gzip_accepted: it gzips for "gzip;q=0" too (RFC 9110 §12.5.3:
         # q=0 means "not acceptable") and never for "*".
         if gzip_wanted(str(environ.get("HTTP_ACCEPT_ENCODING", ""))):
-            body = gzip.compress(body)
+            body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
             headers.append(("Content-Encoding", "gzip"))
         # The body depends on Accept-Encoding (and Accept): caches must keep them apart.
         headers.append(("Vary", "Accept-Encoding, Accept"))
