@@ -84,6 +84,8 @@ def test_capture_of_a_real_process_and_of_a_stopped_one(tmp_path: Path) -> None:
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        # "ready" comes just before the sleep: wait until it sleeps (or a busy machine shows R).
+        wait_until(lambda: stacks._read_state(child.pid) == "S", "the child to sleep", 10.0)
         (proc,) = stacks.capture({child.pid: "pool worker 1"}, str(tmp_path))
         assert (proc.pid, proc.role, proc.state) == (child.pid, "pool worker 1", "S")
         assert proc.stack is not None and "line 6 in napping" in proc.stack, proc
