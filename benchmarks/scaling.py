@@ -1,13 +1,23 @@
-"""Scaling: cycle time and per-operation queue latency as the probe grows.
+"""Scaling: cycle time, cycle CPU and per-operation queue latency as the probe grows.
 
 Two sweeps of run_cycle() in this process (forkserver unless ``--start-method``), each point
-``--repeat`` times interleaved with the bare standard-library loop of benchmarks/_bare.py doing
-the same work: pool size 1 -> 32 (5 items per producer) and items per producer 3 -> 10,000
-(4 workers); 5 rounds, queue maxsize 3, as the default probe. Per-operation latency is what the
-workers measured around each put_nowait/get_nowait (the mean over the cycle's operations, from
-the workers' bucketed totals; a producer's put beyond the third meets a full queue and raises
-queue.Full, which is still one round trip to the Manager). Writes a PNG (matplotlib, Agg) and
-states how the cost grows from a least-squares line through each sweep.
+``--repeat`` times (at least 5) interleaved with the bare standard-library cycle of
+benchmarks/_bare.py doing the same work: pool size 1 -> 100 (5 items per producer) and items per
+producer 1 -> 10,000 (4 workers); 5 rounds, queue maxsize 3, as the default probe. The points are
+1, 2, 5, 10 in each decade, so every decade has four points of its own.
+
+CPU is the process tree's, whole: this process is a child subreaper (as pqd's runner is), and each
+cycle's CPU is this process's own and reaped children's time plus every live descendant's own and
+reaped time (the forkserver, which reaps the workers and the Manager, and the resource tracker),
+before and after (benchmarks/_common.py ``measure``). Per-operation latency is what the workers
+measured around each put_nowait/get_nowait: the mean over the cycle's operations, from the
+workers' bucketed totals (a producer's put beyond the third meets a full queue and raises
+queue.Full, which is still one round trip to the Manager).
+
+Tables give medians with p25-p75 over the point's cycles; the plot (matplotlib, Agg) has the
+same as error bars. How the cost grows is a least-squares line per decade of the swept
+parameter, fitted to every cycle of the decade's points (not to the medians), with its slope
+and R^2: one line across four decades would be decided by the largest points alone.
 
     .venv/bin/python benchmarks/scaling.py [--quick] [--repeat N] [--plot PATH]
 """
@@ -16,8 +26,9 @@ from __future__ import annotations
 
 import sys
 
-WORKERS = (1, 2, 4, 8, 16, 32)
-ITEMS = (3, 10, 100, 1000, 3000, 10000)
+WORKERS = (1, 2, 5, 10, 20, 50, 100)
+ITEMS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+MIN_REPEAT = 5
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
@@ -33,11 +44,23 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return slope, intercept, (1 - ss_res / ss_tot) if ss_tot else 1.0
 
 
+def decades(values: list[int]) -> list[tuple[int, int]]:
+    """[(1, 10), (10, 100), ...] covering ``values``, each holding at least two of them."""
+    found = []
+    lo = 1
+    while lo < max(values):
+        hi = lo * 10
+        if sum(1 for v in values if lo <= v <= hi) >= 2:
+            found.append((lo, hi))
+        lo = hi
+    return found
+
+
 def main() -> int:
     import argparse
     import dataclasses
-    import statistics
     import tempfile
+    import time
     from pathlib import Path
 
     import _bare
@@ -45,13 +68,20 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
-    parser.add_argument("--repeat", type=int, default=3, help="cycles per point and kind")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=MIN_REPEAT,
+        help=f"cycles per point and kind (>= {MIN_REPEAT})",
+    )
     parser.add_argument("--start-method", default="forkserver")
     parser.add_argument("--plot", help="PNG to write (default docs/benchmarks-scaling.png)")
     args = parser.parse_args()
-    repeat = 1 if args.quick else args.repeat
+    if not args.quick and args.repeat < MIN_REPEAT:
+        parser.error(f"--repeat must be at least {MIN_REPEAT}")
+    repeat = 2 if args.quick else args.repeat
     workers_sweep = (1, 2) if args.quick else WORKERS
-    items_sweep = (3, 10) if args.quick else ITEMS
+    items_sweep = (1, 5, 10) if args.quick else ITEMS
     if args.plot:
         plot_path = Path(args.plot)
     elif args.quick:
@@ -63,9 +93,13 @@ def main() -> int:
     from pqd.containment import become_child_subreaper
     from pqd.cycle import run_cycle
 
+    started = time.monotonic()
     become_child_subreaper()
     print(c.machine_line())
-    print(f"start method: {args.start_method}; {repeat} cycles per point and kind")
+    print(
+        f"start method: {args.start_method}; {repeat} cycles per point and kind, interleaved; "
+        f"pool sizes {list(workers_sweep)}; items per producer {list(items_sweep)}"
+    )
     base = ProbeConfig(start_method=args.start_method, timeout=600.0)
     run_cycle(base)  # warm-up: starts the forkserver
     _bare.bare_cycle(args.start_method)
@@ -74,52 +108,104 @@ def main() -> int:
     class Point:
         workers: int
         items: int
-        pqd_wall: float
-        pqd_cpu: float
-        bare_wall: float
-        put_us: float
-        get_us: float
         ops: int
+        pqd_wall: list[float]
+        pqd_cpu: list[float]
+        bare_wall: list[float]
+        bare_cpu: list[float]
+        put_us: list[float]
+        get_us: list[float]
 
     def point(workers: int, items: int) -> Point:
         probe = dataclasses.replace(base, workers=workers, items_per_producer=items)
-        pw, pc, bw, puts, gets = [], [], [], [], []
-        ops = 0
+        p = Point(workers, items, 0, [], [], [], [], [], [])
         for i in range(repeat):
-            order = ["pqd", "bare"] if i % 2 == 0 else ["bare", "pqd"]
-            for kind in order:
+            for kind in ("pqd", "bare") if i % 2 == 0 else ("bare", "pqd"):
                 if kind == "pqd":
                     m = c.measure(lambda probe=probe: run_cycle(probe))
                     result = m.value
                     if not result.success:
                         raise RuntimeError(f"{workers}x{items}: {result.reason}: {result.detail}")
-                    pw.append(m.wall)
-                    pc.append(m.cpu)
+                    p.pqd_wall.append(m.wall)
+                    p.pqd_cpu.append(m.cpu)
                     # Workers report bucketed durations (pqd.bounds): the mean per operation.
                     put, get = result.operations("put"), result.operations("get")
-                    puts.append(put.total / max(sum(put.counts), 1))
-                    gets.append(get.total / max(sum(get.counts), 1))
-                    ops = sum(put.counts) + sum(get.counts)
+                    p.put_us.append(1e6 * put.total / max(sum(put.counts), 1))
+                    p.get_us.append(1e6 * get.total / max(sum(get.counts), 1))
+                    p.ops = sum(put.counts) + sum(get.counts)
                 else:
                     m = c.measure(
                         lambda w=workers, n=items: _bare.bare_cycle(
                             args.start_method, workers=w, items=n
                         )
                     )
-                    bw.append(m.wall)
-        return Point(
-            workers,
-            items,
-            statistics.median(pw),
-            statistics.median(pc),
-            statistics.median(bw),
-            statistics.median(puts) * 1e6,
-            statistics.median(gets) * 1e6,
-            ops,
+                    p.bare_wall.append(m.wall)
+                    p.bare_cpu.append(m.cpu)
+        return p
+
+    def write_plot(path: Path, by_workers: list[Point], by_items: list[Point], method: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        def bars(values: list[list[float]], scale: float) -> tuple[list[float], list[list[float]]]:
+            meds, errs_lo, errs_hi = [], [], []
+            for one in values:
+                s = c.summarize(one)
+                meds.append(s.median * scale)
+                errs_lo.append((s.median - s.p25) * scale)
+                errs_hi.append((s.p75 - s.median) * scale)
+            return meds, [errs_lo, errs_hi]
+
+        fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+        for row, points, key, xlabel in (
+            (0, by_workers, "workers", "pool workers (5 items per producer)"),
+            (1, by_items, "items", "items per producer (4 workers)"),
+        ):
+            xs = [getattr(p, key) for p in points]
+            panels = (
+                (
+                    "cycle wall time (ms)",
+                    (("pqd_wall", "pqd run_cycle"), ("bare_wall", "bare")),
+                    1e3,
+                ),
+                (
+                    "cycle CPU, whole tree (ms)",
+                    (("pqd_cpu", "pqd run_cycle"), ("bare_cpu", "bare")),
+                    1e3,
+                ),
+                (
+                    "queue op latency, mean (us)",
+                    (("put_us", "put_nowait"), ("get_us", "get_nowait")),
+                    1,
+                ),
+            )
+            for col, (ylabel, series, scale) in enumerate(panels):
+                ax = axes[row][col]
+                for (attr, label), marker in zip(series, ("o-", "s--"), strict=True):
+                    meds, err = bars([getattr(p, attr) for p in points], scale)
+                    ax.errorbar(xs, meds, yerr=err, fmt=marker, capsize=3, label=label)
+                ax.set(xscale="log", xlabel=xlabel, ylabel=ylabel)
+                if col < 2 and row == 1:
+                    ax.set(yscale="log")
+                else:
+                    ax.set_ylim(bottom=0)
+                ax.legend()
+        fig.suptitle(
+            f"pqd scaling ({method}, {c.cpu_model()}, {c.os.cpu_count()} CPUs): "
+            "median, bars p25-p75"
         )
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
 
     by_workers = [point(w, 5) for w in workers_sweep]
     by_items = [point(4, n) for n in items_sweep]
+
+    def cell(values: list[float], scale: float = 1000.0, fmt: str = ".1f") -> str:
+        s = c.summarize(values)
+        return f"{s.median * scale:{fmt}} ({s.p25 * scale:.0f}-{s.p75 * scale:.0f})"
 
     def rows(points: list[Point]) -> list[list[object]]:
         return [
@@ -127,12 +213,15 @@ def main() -> int:
                 p.workers,
                 p.items,
                 p.ops,
-                c.ms(p.pqd_wall),
-                c.ms(p.pqd_cpu),
-                c.ms(p.bare_wall),
-                f"{p.pqd_wall / p.bare_wall:.2f}",
-                f"{p.put_us:.0f}",
-                f"{p.get_us:.0f}",
+                len(p.pqd_wall),
+                cell(p.pqd_wall),
+                cell(p.bare_wall),
+                f"{c.summarize(p.pqd_wall).median / c.summarize(p.bare_wall).median:.2f}",
+                cell(p.pqd_cpu),
+                cell(p.bare_cpu),
+                f"{c.summarize(p.pqd_cpu).median / c.summarize(p.bare_cpu).median:.2f}",
+                cell(p.put_us, 1.0, ".0f"),
+                cell(p.get_us, 1.0, ".0f"),
             ]
             for p in points
         ]
@@ -141,70 +230,73 @@ def main() -> int:
         "workers",
         "items/producer",
         "queue ops",
+        "n",
         "pqd wall ms",
-        "pqd CPU ms",
         "bare wall ms",
         "pqd/bare wall",
-        "put p50 us",
-        "get p50 us",
+        "pqd CPU ms (tree)",
+        "bare CPU ms (tree)",
+        "pqd/bare CPU",
+        "put mean us",
+        "get mean us",
     ]
-    c.print_table("Scaling with pool size (medians)", headers, rows(by_workers))
-    c.print_table("Scaling with items per producer (medians)", headers, rows(by_items))
+    title = "(median (p25-p75) over the point's cycles)"
+    c.print_table(f"Scaling with pool size {title}", headers, rows(by_workers))
+    c.print_table(f"Scaling with items per producer {title}", headers, rows(by_items))
 
-    w_slope, w_icpt, w_r2 = linear_fit(
-        [float(p.workers) for p in by_workers], [p.pqd_wall for p in by_workers]
+    fits = []
+    for sweep, points, key, unit in (
+        ("pool size", by_workers, "workers", "per worker"),
+        ("items per producer", by_items, "items", "per item per producer"),
+    ):
+        for lo, hi in decades([getattr(p, key) for p in points]):
+            inside = [p for p in points if lo <= getattr(p, key) <= hi]
+            for what, attr in (("pqd wall", "pqd_wall"), ("pqd CPU", "pqd_cpu")):
+                xs = [float(getattr(p, key)) for p in inside for _ in getattr(p, attr)]
+                ys = [1000.0 * y for p in inside for y in getattr(p, attr)]
+                slope, icpt, r2 = linear_fit(xs, ys)
+                ops_per_x = (inside[-1].ops - inside[0].ops) / (
+                    getattr(inside[-1], key) - getattr(inside[0], key)
+                )
+                per_op = f"{1000 * slope / ops_per_x:.0f}" if ops_per_x > 0 else "-"
+                fits.append(
+                    [
+                        sweep,
+                        f"{lo}-{hi}",
+                        ", ".join(str(getattr(p, key)) for p in inside),
+                        len(xs),
+                        what,
+                        f"{icpt:.1f}",
+                        f"{slope:.3f} {unit}",
+                        per_op,
+                        f"{r2:.3f}",
+                    ]
+                )
+    c.print_table(
+        "Growth per decade: least-squares line through every cycle of the decade's points",
+        [
+            "sweep",
+            "decade",
+            "points",
+            "cycles",
+            "figure",
+            "intercept ms",
+            "slope ms",
+            "slope us per queue op",
+            "R^2",
+        ],
+        fits,
     )
-    i_slope, i_icpt, i_r2 = linear_fit(
-        [float(p.ops) for p in by_items], [p.pqd_wall for p in by_items]
-    )
-    op_lat = [p.put_us for p in by_items] + [p.get_us for p in by_items]
+    lat = [c.summarize(p.put_us + p.get_us).median for p in by_items]
     print(
-        f"growth: cycle wall = {w_icpt * 1000:.0f} ms + {w_slope * 1000:.1f} ms per pool worker"
-        f" (R^2 {w_r2:.3f}); = {i_icpt * 1000:.0f} ms + {i_slope * 1e6:.0f} us per queue"
-        f" operation (R^2 {i_r2:.3f}); per-operation latency stays within"
-        f" {min(op_lat):.0f}-{max(op_lat):.0f} us from {items_sweep[0]} to {items_sweep[-1]}"
-        " items per producer."
+        f"per-operation latency (median of the cycles' means, put and get): "
+        f"{min(lat):.0f}-{max(lat):.0f} us from {items_sweep[0]} to {items_sweep[-1]} items "
+        "per producer"
     )
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    (a, b), (cc, d) = axes
-    xs = [p.workers for p in by_workers]
-    a.plot(xs, [p.pqd_wall * 1000 for p in by_workers], "o-", label="pqd run_cycle")
-    a.plot(xs, [p.bare_wall * 1000 for p in by_workers], "s--", label="bare stdlib loop")
-    a.set(xlabel="pool workers", ylabel="cycle wall time (ms)", title="Cycle time vs pool size")
-    a.legend()
-    xi = [p.items for p in by_items]
-    b.plot(xi, [p.pqd_wall * 1000 for p in by_items], "o-", label="pqd run_cycle")
-    b.plot(xi, [p.bare_wall * 1000 for p in by_items], "s--", label="bare stdlib loop")
-    b.set(
-        xscale="log",
-        yscale="log",
-        xlabel="items per producer",
-        ylabel="cycle wall time (ms)",
-        title="Cycle time vs items (4 workers)",
-    )
-    b.legend()
-    cc.plot(xs, [p.put_us for p in by_workers], "o-", label="put_nowait")
-    cc.plot(xs, [p.get_us for p in by_workers], "s-", label="get_nowait")
-    cc.set(xlabel="pool workers", ylabel="median latency (us)", title="Queue op vs pool size")
-    cc.set_ylim(bottom=0)
-    cc.legend()
-    d.plot(xi, [p.put_us for p in by_items], "o-", label="put_nowait")
-    d.plot(xi, [p.get_us for p in by_items], "s-", label="get_nowait")
-    d.set(xscale="log", xlabel="items per producer", ylabel="median latency (us)")
-    d.set(title="Queue op vs items (4 workers)")
-    d.set_ylim(bottom=0)
-    d.legend()
-    fig.suptitle(f"pqd scaling ({args.start_method}, {c.cpu_model()}, {c.os.cpu_count()} CPUs)")
-    fig.tight_layout()
-    plot_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot_path, dpi=90)
+    write_plot(plot_path, by_workers, by_items, args.start_method)
     print(f"plot: {plot_path}")
+    print(f"end: {c.machine_line()}; took {time.monotonic() - started:.0f} s")
     return 0
 
 
