@@ -1,24 +1,32 @@
-"""Idle footprint of `pqd run` between cycles: memory and CPU with no cycle running.
+"""Idle footprint of `pqd run` between cycles, beside two peers: memory and CPU at rest.
 
-Two daemons, one after the other, each left alone for ``--window`` seconds (no scrape; only
-/proc is read):
+Four servers, one after the other (never two at once: PSS splits a shared page between the
+processes mapping it, so a peer running beside pqd would lower pqd's figure), each left alone
+(no scrape; only /proc is read):
 
-* ``after a cycle``: ``--interval 1h`` (the default probe, forkserver): the first cycle runs at
-  start-up; the window starts ``--settle`` seconds after it ended, so the probe's runner and,
-  below it, the forkserver and resource tracker it keeps are there, as between any two cycles
-  (pqd -> runner -> {forkserver, resource tracker}, docs/design.md §1a).
-* ``before any cycle``: ``--cron "0 0 1 1 *"``: no cycle runs at all, so there is no runner yet.
+* pqd ``after a cycle``: ``--interval 1h`` (the default probe, forkserver): the first cycle runs
+  at start-up; the window (``--window`` s) starts ``--settle`` seconds after it ended, so the
+  probe's runner and, below it, the forkserver and resource tracker it keeps are there, as
+  between any two cycles (pqd -> runner -> {forkserver, resource tracker}, docs/design.md §1a).
+  The tree PSS target (issue 13, <= 40 MiB) is checked here.
+* pqd ``before any cycle``: ``--cron "0 0 1 1 *"``: no cycle runs at all, so no runner yet.
+* prometheus_client's own server: benchmarks/_stock_server.py (``start_http_server`` as shipped,
+  on the registry pqd builds, fed one real cycle of the default probe in that process, which
+  leaves that process a forkserver and a resource tracker: they are its tree), for
+  ``--peer-window`` s after it printed its port and ``--settle`` s more.
+* Debian's node_exporter: ``/usr/bin/prometheus-node-exporter
+  --web.listen-address=127.0.0.1:PORT`` (its default collectors), for ``--peer-window`` s after
+  it listens and ``--settle`` s more. It must be installed (``make system-deps``).
 
-Every second, each process of the tree is sampled: RSS, USS and PSS (psutil's
-``memory_full_info``, i.e. ``/proc/PID/smaps_rollup``); the figures are medians over the window's
-samples (pqd's RSS also gives the maximum, which its target is checked against). "tree" is pqd
-and everything below it: the sum of RSS (counting shared pages once per process) and the sum of
-PSS (what the tree really holds). CPU is user+system time over the window as a share of one
-core: pqd's own, each process's own, and the whole tree's (every live descendant, and what each
-has reaped) -- the figure the "pqd + runners" target is checked against: between cycles the
-runners' forkserver and resource tracker are in it too, so it is an upper bound.
+Every second, each process of a tree is sampled: RSS, USS and PSS (psutil's
+``memory_full_info``, i.e. ``/proc/PID/smaps_rollup``); figures are medians over the window's
+samples (pqd's RSS also gives the maximum, which its target is checked against). "alone" is the
+server's own process; "tree" is it and every live descendant: the sum of RSS (counting shared
+pages once per process) and the sum of PSS (what the tree really holds, the figure to compare).
+CPU is user+system time over the window as a share of one core: each process's own, and the
+whole tree's (every live descendant, and what each has reaped).
 
-    .venv/bin/python benchmarks/idle.py [--quick] [--window SECONDS]
+    .venv/bin/python benchmarks/idle.py [--quick] [--window SECONDS] [--peer-window SECONDS]
 """
 
 from __future__ import annotations
@@ -29,6 +37,157 @@ from typing import Any
 TARGET_RSS_MIB = 35.0
 TARGET_CPU_PERCENT = 0.1
 TARGET_RUNNER_USS_MIB = 12.0
+TARGET_TREE_PSS_MIB = 40.0
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+
+class Watched:
+    """One server's tree watched over a window: per process and per sample, its memory."""
+
+    def __init__(self, pid: int, window: float) -> None:
+        import time
+
+        import _common as c
+        import psutil
+
+        proc = psutil.Process(pid)
+        self.pid = pid
+        t0 = time.monotonic()
+        own0 = proc.cpu_times()
+        tree0 = c.process_tree_cpu(pid)
+        cpu0 = c.own_cpu_by_pid(pid)
+        # pid -> (role, [ProcMemory, ...]); per sample: the tree's RSS, USS and PSS sums.
+        self.seen: dict[int, tuple[str, list[Any]]] = {}
+        self.sums: list[tuple[float, float, float]] = []
+        while True:
+            sample = c.tree_memory(pid)
+            for m in sample:
+                self.seen.setdefault(m.pid, (m.role, []))[1].append(m)
+            self.sums.append(
+                (
+                    sum(m.rss for m in sample) / c.MIB,
+                    sum(m.uss for m in sample) / c.MIB,
+                    sum(m.pss for m in sample) / c.MIB,
+                )
+            )
+            left = t0 + window - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(1.0, left))
+        self.elapsed = time.monotonic() - t0
+        own1 = proc.cpu_times()
+        tree1 = c.process_tree_cpu(pid)
+        cpu1 = c.own_cpu_by_pid(pid)
+        self.threads = proc.num_threads()
+        self.descendants = len(proc.children(recursive=True))
+        self.own_pct = (
+            100.0 * ((own1.user + own1.system) - (own0.user + own0.system)) / self.elapsed
+        )
+        self.tree_pct = 100.0 * (tree1 - tree0) / self.elapsed
+        self.cpu_pct = {p: 100.0 * (cpu1[p] - cpu0[p]) / self.elapsed for p in cpu0 if p in cpu1}
+
+    def med(self, pid: int, field: str) -> float:
+        import _common as c
+
+        return c.summarize([getattr(m, field) / c.MIB for m in self.seen[pid][1]]).median
+
+    def tree(self, index: int) -> float:
+        """Median over the samples of the tree's sum: 0 RSS, 1 USS, 2 PSS."""
+        import _common as c
+
+        return c.summarize([s[index] for s in self.sums]).median
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def watch_stock_server(window: float, settle: float) -> Watched:
+    """prometheus_client's start_http_server as shipped (benchmarks/_stock_server.py)."""
+    import subprocess
+    import tempfile
+    import time
+
+    import _common as c
+
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [c.PYTHON, str(c.BENCH_DIR / "_stock_server.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.startswith("port="):
+                err.seek(0)
+                raise RuntimeError(f"stock server did not start: {line!r}\n{err.read()}")
+            time.sleep(settle)
+            return Watched(proc.pid, window)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()  # it serves until its stdin closes
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def watch_node_exporter(window: float, settle: float) -> Watched:
+    """Debian's node_exporter on a free port, default collectors."""
+    import socket
+    import subprocess
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate()
+                raise RuntimeError(f"node_exporter did not start on port {port}: {err}")
+            time.sleep(0.05)
+        time.sleep(settle)
+        return Watched(proc.pid, window)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def node_exporter_version() -> str:
+    """The first line of ``--version``, or exit with what to install when it is missing."""
+    import os
+    import subprocess
+
+    if not os.access(NODE_EXPORTER, os.X_OK):
+        raise SystemExit(
+            f"idle.py needs Debian's node_exporter ({NODE_EXPORTER}) as a peer and it is not "
+            "installed: apt-get install -y prometheus-node-exporter (or `make system-deps`)"
+        )
+    out = subprocess.run([NODE_EXPORTER, "--version"], capture_output=True, text=True, timeout=10)
+    return ((out.stdout or out.stderr).splitlines() or ["unknown version"])[0]
 
 
 def main() -> int:
@@ -36,21 +195,31 @@ def main() -> int:
     import time
 
     import _common as c
-    import psutil
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
-    parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds after the cycle")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds measured, pqd")
+    parser.add_argument("--peer-window", type=float, default=20.0, help="seconds, each peer")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds before a window")
     args = parser.parse_args()
     window = 2.0 if args.quick else args.window
+    peer_window = 1.0 if args.quick else args.peer_window
     settle = 0.5 if args.quick else args.settle
+    started = time.monotonic()
     print(c.machine_line())
-    print(f"window: {window:.0f} s, settle: {settle:.1f} s")
+    node_version = node_exporter_version()
+    print(f"pqd window: {window:.0f} s, each peer's: {peer_window:.0f} s, settle: {settle:.1f} s")
+    print(
+        "peers: prometheus_client start_http_server as shipped (benchmarks/_stock_server.py, "
+        f"pqd's registry, one cycle fed); {node_version}: {NODE_EXPORTER} "
+        "--web.listen-address=127.0.0.1:PORT (default collectors)"
+    )
 
-    mib = c.MIB
     rows = []
     per_process = []
+    beside = []
+    order = {"pqd": 0, "runner": 1, "forkserver": 2, "resource tracker": 3}
+    watched: list[tuple[str, str, Watched]] = []
     for label, flags, wait_cycle in (
         ("after a cycle (interval 1h)", ["--interval", "1h"], True),
         ("before any cycle (cron)", ["--cron", "0 0 1 1 *"], False),
@@ -61,85 +230,66 @@ def main() -> int:
                 if done[0].get("result") != "success":
                     raise RuntimeError(f"first cycle failed: {done[0]}")
             time.sleep(settle)
-            proc = psutil.Process(d.pid)
-            t0 = time.monotonic()
-            own0 = proc.cpu_times()
-            tree0 = c.process_tree_cpu(d.pid)
-            cpu0 = c.own_cpu_by_pid(d.pid)
-            # pid -> (role, [ProcMemory, ...]); per sample: the tree's RSS, USS and PSS sums.
-            seen: dict[int, tuple[str, list[c.ProcMemory]]] = {}
-            sums: list[tuple[float, float, float]] = []
-            while True:
-                sample = c.tree_memory(d.pid)
-                for m in sample:
-                    seen.setdefault(m.pid, (m.role, []))[1].append(m)
-                sums.append(
-                    (
-                        sum(m.rss for m in sample) / mib,
-                        sum(m.uss for m in sample) / mib,
-                        sum(m.pss for m in sample) / mib,
-                    )
-                )
-                left = t0 + window - time.monotonic()
-                if left <= 0:
-                    break
-                time.sleep(min(1.0, left))
-            elapsed = time.monotonic() - t0
-            own1 = proc.cpu_times()
-            tree1 = c.process_tree_cpu(d.pid)
-            cpu1 = c.own_cpu_by_pid(d.pid)
-            threads = proc.num_threads()
-            descendants = len(proc.children(recursive=True))
+            w = Watched(d.pid, window)
             cycles = len(d.finished_cycles())
-
-        def med(pid: int, field: str, seen: dict[int, tuple[str, list[Any]]] = seen) -> float:
-            return c.summarize([getattr(m, field) / mib for m in seen[pid][1]]).median
-
-        cpu_pct = 100.0 * ((own1.user + own1.system) - (own0.user + own0.system)) / elapsed
-        tree_pct = 100.0 * (tree1 - tree0) / elapsed
-        pqd_rss = c.summarize([m.rss / mib for m in seen[d.pid][1]])
-        runners = [pid for pid, (role, _) in seen.items() if role == "runner"]
-        runner_uss = [med(pid, "uss") for pid in runners]
+        watched.append((f"pqd, {label}", "pqd", w))
+        pqd_rss = c.summarize([m.rss / c.MIB for m in w.seen[d.pid][1]])
+        runners = [pid for pid, (role, _) in w.seen.items() if role == "runner"]
+        runner_uss = [w.med(pid, "uss") for pid in runners]
         rows.append(
             [
                 label,
-                f"{elapsed:.0f}",
-                len(sums),
+                f"{w.elapsed:.0f}",
+                len(w.sums),
                 f"{pqd_rss.median:.1f} (max {pqd_rss.maximum:.1f})",
-                f"{med(d.pid, 'uss'):.1f}",
-                f"{med(d.pid, 'pss'):.1f}",
+                f"{w.med(d.pid, 'uss'):.1f}",
+                f"{w.med(d.pid, 'pss'):.1f}",
                 ", ".join(f"{u:.1f}" for u in runner_uss) or "- (no runner)",
-                f"{c.summarize([s[0] for s in sums]).median:.1f}",
-                f"{c.summarize([s[2] for s in sums]).median:.1f}",
-                f"{cpu_pct:.3f}",
-                f"{tree_pct:.3f}",
-                f"{threads} / {descendants}",
+                f"{w.tree(0):.1f}",
+                f"{w.tree(2):.1f}",
+                f"{w.own_pct:.3f}",
+                f"{w.tree_pct:.3f}",
+                f"{w.threads} / {w.descendants}",
                 cycles,
-                c.verdict(pqd_rss.maximum <= TARGET_RSS_MIB and cpu_pct <= TARGET_CPU_PERCENT),
+                c.verdict(pqd_rss.maximum <= TARGET_RSS_MIB and w.own_pct <= TARGET_CPU_PERCENT),
                 c.verdict(max(runner_uss) <= TARGET_RUNNER_USS_MIB) if runner_uss else "-",
-                c.verdict(tree_pct <= TARGET_CPU_PERCENT),
+                c.verdict(w.tree_pct <= TARGET_CPU_PERCENT),
+                c.verdict(w.tree(2) <= TARGET_TREE_PSS_MIB) if wait_cycle else "-",
             ]
         )
-        order = {"pqd": 0, "runner": 1, "forkserver": 2, "resource tracker": 3}
+
+    watched.append(
+        (
+            "prometheus_client start_http_server (as shipped)",
+            "prometheus_client",
+            watch_stock_server(peer_window, settle),
+        )
+    )
+    watched.append(
+        (
+            "node_exporter (default collectors)",
+            "node_exporter",
+            watch_node_exporter(peer_window, settle),
+        )
+    )
+
+    for label, root_role, w in watched:
         for pid, (role, samples) in sorted(
-            seen.items(), key=lambda x: (order.get(x[1][0], 9), x[0])
+            w.seen.items(), key=lambda x: (order.get(x[1][0], 9), x[0])
         ):
-            own = (
-                f"{100.0 * (cpu1[pid] - cpu0[pid]) / elapsed:.3f}"
-                if pid in cpu0 and pid in cpu1
-                else "-"
-            )
+            shown = root_role if pid == w.pid else role
+            cpu = f"{w.cpu_pct[pid]:.3f}" if pid in w.cpu_pct else "-"
             per_process.append(
                 [
                     label,
-                    role,
+                    shown,
                     pid,
                     samples[-1].ppid,
                     len(samples),
-                    f"{med(pid, 'rss'):.1f}",
-                    f"{med(pid, 'uss'):.1f}",
-                    f"{med(pid, 'pss'):.1f}",
-                    own,
+                    f"{w.med(pid, 'rss'):.1f}",
+                    f"{w.med(pid, 'uss'):.1f}",
+                    f"{w.med(pid, 'pss'):.1f}",
+                    cpu,
                 ]
             )
         per_process.append(
@@ -148,13 +298,26 @@ def main() -> int:
                 "whole tree (sum)",
                 "-",
                 "-",
-                len(sums),
-                f"{c.summarize([s[0] for s in sums]).median:.1f}",
-                f"{c.summarize([s[1] for s in sums]).median:.1f}",
-                f"{c.summarize([s[2] for s in sums]).median:.1f}",
-                f"{tree_pct:.3f}",
+                len(w.sums),
+                f"{w.tree(0):.1f}",
+                f"{w.tree(1):.1f}",
+                f"{w.tree(2):.1f}",
+                f"{w.tree_pct:.3f}",
             ]
         )
+        beside.append(
+            [
+                label,
+                f"{w.elapsed:.0f}",
+                1 + w.descendants,
+                f"{w.med(w.pid, 'rss'):.1f}",
+                f"{w.med(w.pid, 'pss'):.1f}",
+                f"{w.tree(0):.1f}",
+                f"{w.tree(2):.1f}",
+                f"{w.tree_pct:.3f}",
+            ]
+        )
+
     c.print_table(
         "Idle footprint of pqd run (MiB, medians over the window's samples; CPU in % of one core)",
         [
@@ -174,8 +337,24 @@ def main() -> int:
             f"target pqd RSS <= {TARGET_RSS_MIB:.0f}, CPU <= {TARGET_CPU_PERCENT}%",
             f"target runner USS <= {TARGET_RUNNER_USS_MIB:.0f}",
             f"target pqd + runners CPU <= {TARGET_CPU_PERCENT}%",
+            f"target tree PSS <= {TARGET_TREE_PSS_MIB:.0f}",
         ],
         rows,
+    )
+    c.print_table(
+        "Idle footprint beside peers: the server alone and its whole tree, each run alone "
+        "(MiB, medians; CPU in % of one core, whole tree)",
+        [
+            "server",
+            "window s",
+            "processes",
+            "alone RSS",
+            "alone PSS",
+            "tree RSS",
+            "tree PSS",
+            "tree CPU %",
+        ],
+        beside,
     )
     c.print_table(
         "Idle footprint per process (MiB, medians over the window's samples; own CPU in % of "
@@ -183,6 +362,20 @@ def main() -> int:
         ["state", "process", "pid", "parent", "samples", "RSS", "USS", "PSS", "CPU %"],
         per_process,
     )
+    tree_pss = watched[0][2].tree(2)
+    print(
+        f"target: pqd's idle tree PSS after a cycle (default config) <= {TARGET_TREE_PSS_MIB:.0f}"
+        f" MiB: {tree_pss:.1f} MiB, {c.verdict(tree_pss <= TARGET_TREE_PSS_MIB)}; beside it, "
+        f"prometheus_client's tree {watched[2][2].tree(2):.1f} MiB, node_exporter's "
+        f"{watched[3][2].tree(2):.1f} MiB"
+    )
+    print(
+        "note: prometheus_client's tree holds the forkserver and resource tracker of the one pqd "
+        "cycle _stock_server.py runs to fill its registry; its 'alone' figure is the server "
+        "without them. PSS shares pages with any other process mapping them (another Python of "
+        "the same venv lowers it): run this on an otherwise quiet machine."
+    )
+    print(f"end: {c.machine_line()}; took {time.monotonic() - started:.0f} s")
     return 0
 
 
