@@ -2,7 +2,8 @@
 
 For each start method: a `pqd run` daemon (the console script, default probe, run every
 ``--interval``) is measured after ``--warmup`` cycles over ``--cycles`` cycles: the CPU of its
-process tree (daemon, forkserver, resource tracker, and every worker and Manager they reaped) is
+whole process tree (pqd, the probe's runner, its forkserver and resource tracker, and every
+worker and Manager they reaped; pqd is a child subreaper, so nothing of it leaves the tree) is
 read right after each "cycle finished" log line (reading the log costs the daemon nothing; a
 scrape would) and the wall time is the cycle's own duration_seconds. The fresh-process figure is
 the same seed-shaped cycle (benchmarks/_bare.py, standard library only) run once by a new Python
@@ -36,6 +37,7 @@ def main() -> int:
     cycles = 2 if args.quick else args.cycles
     warmup = 1 if args.quick else args.warmup
     fresh_runs = 1 if args.quick else args.fresh
+    started = time.monotonic()
     print(c.machine_line())
     print(f"daemon: {warmup} warm-up + {cycles} measured cycles; fresh runs: {fresh_runs} each")
 
@@ -109,6 +111,7 @@ def main() -> int:
         ],
         rows,
     )
+    print(f"end: {c.machine_line()}; took {time.monotonic() - started:.0f} s")
     return 0
 
 

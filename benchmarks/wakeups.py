@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured")
     args = parser.parse_args()
     window = 1.0 if args.quick else args.window
+    started = time.monotonic()
     print(c.machine_line())
     print(f"window: {window:.0f} s; one cycle at start-up (--interval 1h), then none")
     rows = []
@@ -77,6 +78,7 @@ def main() -> int:
         ["case", "window s", "context switches", "per second", "target 0/s"],
         rows,
     )
+    print(f"end: {c.machine_line()}; took {time.monotonic() - started:.0f} s")
     return 0
 
 
