@@ -1,8 +1,10 @@
 """prometheus_client's stock ``start_http_server`` serving the registry pqd builds.
 
 The registry is made as `pqd run` makes its own: PqdMetrics with the default probe (and the
-process_*/python_* collectors), fed with one real cycle of that probe. Prints ``port=N
-backlog=M`` once serving and runs until stdin closes.
+process_*/python_* collectors), fed with one real cycle of that probe. The cycle runs in a pqd
+runner that is retired right after, so the server's process tree is the server alone: its
+memory is compared with pqd's whole tree, and a forkserver left behind would be counted to it.
+Prints ``port=N backlog=M`` once serving and runs until stdin closes.
 
 ``--backlog N`` sets the listen backlog. prometheus_client builds its server from
 ``prometheus_client.exposition.ThreadingWSGIServer`` (a subclass of it, per call), a
@@ -26,8 +28,8 @@ def main() -> int:
     from pqd import __version__
     from pqd.config import ProbeConfig
     from pqd.containment import become_child_subreaper
-    from pqd.cycle import run_cycle
     from pqd.metrics import PqdMetrics, ProbeSpec
+    from pqd.supervisor import Runners
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--backlog", type=int, help="listen backlog (default: as shipped, 5)")
@@ -45,8 +47,11 @@ def main() -> int:
         version=__version__,
         probes=[ProbeSpec(probe.name, probe.start_method, probe.workers, probe.queue_maxsize)],
     )
-    result = run_cycle(probe)
-    metrics.observe_cycle(result)
+    runners = Runners(None)
+    try:
+        metrics.observe_cycle(runners.run_cycle(probe))
+    finally:
+        runners.close()  # the runner and its forkserver and resource tracker go
     server, _thread = start_http_server(
         0, addr="127.0.0.1", registry=registry, certfile=args.certfile, keyfile=args.keyfile
     )
