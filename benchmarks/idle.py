@@ -370,10 +370,10 @@ def main() -> int:
         f"{watched[3][2].tree(2):.1f} MiB"
     )
     print(
-        "note: prometheus_client's tree holds the forkserver and resource tracker of the one pqd "
-        "cycle _stock_server.py runs to fill its registry; its 'alone' figure is the server "
-        "without them. PSS shares pages with any other process mapping them (another Python of "
-        "the same venv lowers it): run this on an otherwise quiet machine."
+        "note: _stock_server.py fills its registry with one pqd cycle in a runner it retires, so "
+        "prometheus_client's tree is the server alone. PSS shares pages with any other process "
+        "mapping them (another Python of the same venv lowers it): run this on an otherwise "
+        "quiet machine."
     )
     print(f"end: {c.machine_line()}; took {time.monotonic() - started:.0f} s")
     return 0
