@@ -90,8 +90,8 @@ def print_memory(servers: Sequence[Server]) -> None:
     )
     print(
         "pqd's tree: pqd, its runner, the runner's forkserver and resource tracker. "
-        "prometheus_client's tree: the server and what its one pqd cycle left (forkserver, "
-        "resource tracker). PSS shares pages between processes of the tree and the others."
+        "prometheus_client's tree: the server alone (its one pqd cycle ran in a runner it "
+        "retired). PSS shares pages between processes of the tree and the others."
     )
 
 
