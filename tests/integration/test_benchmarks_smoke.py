@@ -42,3 +42,10 @@ def test_benchmark_runs_quick(script: str) -> None:
     assert "| " in done.stdout  # a table row
     for text in ALSO.get(script, ()):
         assert text in done.stdout, done.stdout
+
+
+def test_every_benchmark_script_is_run_by_a_smoke_test() -> None:
+    """A new script in benchmarks/ is listed here (or, for the soak, run by its own short test:
+    tests/integration/test_soak_short.py), so none can rot unnoticed."""
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == {*SCRIPTS, "soak.py"}
