@@ -86,10 +86,13 @@ def test_every_private_attribute_is_there(
     pool: multiprocessing.pool.Pool, manager: multiprocessing.managers.SyncManager
 ) -> None:
     owners = {"Pool": pool, "BaseManager": manager}
+    resolved = []
     for owner, paths in mp_private.PRIVATE_ATTRIBUTES.items():
         obj = owners[owner] if owner in owners else importlib.import_module(owner)
         for path in paths:
-            private(obj, owner, path)
+            private(obj, owner, path)  # fails, naming the attribute, if it is not there
+            resolved.append(f"{owner}.{path}")
+    assert len(resolved) == sum(len(paths) for paths in mp_private.PRIVATE_ATTRIBUTES.values())
 
 
 def test_helper_pids_are_the_running_forkserver_and_resource_tracker(
@@ -141,7 +144,11 @@ def test_stop_replacing_workers_leaves_a_killed_worker_dead(
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
     worker.join(5)
-    time.sleep(0.5)  # the pool's maintenance thread looks every 0.1 s
+    # The maintenance thread leaves its loop once it sees TERMINATE; after it has gone nothing
+    # can start a replacement, so the check below cannot pass by looking too early.
+    handler = private(pool, "Pool", "_worker_handler")
+    handler.join(10)
+    assert not handler.is_alive()
     assert mp_private.pool_workers(pool) == [worker], "a replacement was started"
 
 
