@@ -419,3 +419,31 @@ def daemon(args: Sequence[str], config: str = "") -> Iterator[Daemon]:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
+
+
+# -- prometheus_client's own server as a peer ------------------------------------------------
+
+
+def start_stock_server(
+    args: Sequence[str], stderr: Any
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """benchmarks/_stock_server.py with ``args``, its stderr to ``stderr`` (an open file);
+    returns the process and the fields of its start-up line (``port``, ``backlog``). It serves
+    until its stdin is closed. Raises RuntimeError, with what it wrote, if it does not start."""
+    proc = subprocess.Popen(
+        [PYTHON, str(BENCH_DIR / "_stock_server.py"), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("port="):
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+        stderr.flush()
+        stderr.seek(0)
+        raise RuntimeError(f"stock server did not start: {line!r}\n{stderr.read()}")
+    return proc, dict(part.split("=", 1) for part in line.split())

@@ -128,20 +128,9 @@ def stock_server(tls: bool, backlog: int | None, certs: Certs) -> Iterator[Serve
     # Its stderr (a traceback per client that hangs up mid-response, as wrk does when a round
     # ends) goes to a file, shown only if it does not start.
     log = certs.cert.parent / f"stock-{'tls' if tls else 'plain'}-{backlog}.log"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [c.PYTHON, str(c.BENCH_DIR / "_stock_server.py"), *extra],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
+    with log.open("w+") as err:
+        proc, fields = c.start_stock_server(extra, err)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("port="):
-            raise RuntimeError(f"stock server did not start: {line!r}\n{log.read_text()}")
-        fields = dict(part.split("=", 1) for part in line.split())
         shown = f"backlog {fields['backlog']}" + ("" if backlog else ", as shipped")
         yield Server(f"prometheus_client ({shown})", tls, int(fields["port"]), proc.pid)
     finally:

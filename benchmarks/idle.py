@@ -115,19 +115,8 @@ def watch_stock_server(window: float, settle: float) -> Watched:
     import _common as c
 
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [c.PYTHON, str(c.BENCH_DIR / "_stock_server.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
+        proc, _ = c.start_stock_server([], err)
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("port="):
-                err.seek(0)
-                raise RuntimeError(f"stock server did not start: {line!r}\n{err.read()}")
             time.sleep(settle)
             return Watched(proc.pid, window)
         finally:
