@@ -1,4 +1,4 @@
-"""A registry's exposition with pqd's own part kept encoded between writes (issue 13).
+"""A registry's exposition with pqd's own part kept encoded between writes.
 
 A fresh render of the whole registry on every scrape cost most of a scrape's CPU, yet pqd's own
 families change only when :class:`pqd.metrics.PqdMetrics` writes. :class:`Exposition` knows the
