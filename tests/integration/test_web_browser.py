@@ -231,12 +231,20 @@ class Tab:
         document's window is gone)."""
         self.evaluate("window.pqdOldDocument = true")
         start()
-        wait_until(
-            lambda: self.evaluate(
-                "window.pqdOldDocument === undefined && document.readyState === 'complete'"
-            ),
-            "the next page to load",
-        )
+        wait_until(self._next_document_loaded, "the next page to load")
+
+    def _next_document_loaded(self) -> bool:
+        try:
+            return bool(
+                self.evaluate(
+                    "window.pqdOldDocument === undefined && document.readyState === 'complete'"
+                )
+            )
+        except DevToolsError as err:
+            # The evaluation raced the navigation (its context went away): ask again.
+            if "navigated or closed" in str(err) or "Cannot find context" in str(err):
+                return False
+            raise
 
     def open(self, url: str) -> None:
         self._new_document(lambda: self.browser.send("Page.navigate", self.session, url=url))
