@@ -447,3 +447,52 @@ def start_stock_server(
         stderr.seek(0)
         raise RuntimeError(f"stock server did not start: {line!r}\n{stderr.read()}")
     return proc, dict(part.split("=", 1) for part in line.split())
+
+
+# -- Debian's node_exporter as a peer ----------------------------------------------------------
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def node_exporter(port: int, flags: Sequence[str] = ()) -> Iterator[subprocess.Popen[str]]:
+    """node_exporter on 127.0.0.1:``port`` with ``flags``, once it accepts connections (within
+    15 s, or RuntimeError with what it wrote); terminated on the way out."""
+    proc = subprocess.Popen(
+        [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", *flags],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not _listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate()
+                raise RuntimeError(f"node_exporter did not start on port {port}: {err}")
+            time.sleep(0.02)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

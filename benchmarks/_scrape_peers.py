@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import _common as c
 
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+NODE_EXPORTER = c.NODE_EXPORTER
 WRK = "wrk"
 #: node_exporter's collectors: its defaults read much of /proc and /sys on every scrape; these
 #: few keep the work and the body close to pqd's (its own families plus process_*/python_*:
@@ -98,12 +96,6 @@ def make_certs(directory: Path) -> Certs:
     return Certs(cert, key, web_config)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.stdin is not None:
         with contextlib.suppress(OSError):
@@ -149,33 +141,12 @@ def pqd_server(tls: bool, certs: Certs) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def node_exporter(tls: bool, certs: Certs) -> Iterator[Server]:
-    port = free_port()
-    argv = [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", *NODE_COLLECTORS, *NODE_LIMITS]
+    port = c.free_port()
+    flags = [*NODE_COLLECTORS, *NODE_LIMITS]
     if tls:
-        argv.append(f"--web.config.file={certs.web_config}")
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not _listening(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
-                raise RuntimeError(f"node_exporter did not start: {err}")
-            time.sleep(0.02)
+        flags.append(f"--web.config.file={certs.web_config}")
+    with c.node_exporter(port, flags) as proc:
         yield Server("node_exporter", tls, port, proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_all(stack: contextlib.ExitStack, certs: Certs) -> list[Server]:

@@ -98,14 +98,6 @@ class Watched:
         return c.summarize([s[index] for s in self.sums]).median
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def watch_stock_server(window: float, settle: float) -> Watched:
     """prometheus_client's start_http_server as shipped (benchmarks/_stock_server.py)."""
     import subprocess
@@ -131,38 +123,13 @@ def watch_stock_server(window: float, settle: float) -> Watched:
 
 def watch_node_exporter(window: float, settle: float) -> Watched:
     """Debian's node_exporter on a free port, default collectors."""
-    import socket
-    import subprocess
     import time
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                _, err = proc.communicate()
-                raise RuntimeError(f"node_exporter did not start on port {port}: {err}")
-            time.sleep(0.05)
+    import _common as c
+
+    with c.node_exporter(c.free_port()) as proc:
         time.sleep(settle)
         return Watched(proc.pid, window)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def node_exporter_version() -> str:
