@@ -1,17 +1,19 @@
 """The slow-client check against a real `pqd run` (the in-process server is covered in
 test_server_slow_clients.py): 500 idle connections and 50 half-sent requests held open, over
-plain HTTP and TLS; no scrape fails, pqd's thread count stays put, and the p99 of 50 scrapes
-stays within a small factor of the p99 without slow clients measured in the same run (an
-absolute limit fails on a busy machine; the absolute figures are in docs/benchmarks.md)."""
+plain HTTP and TLS; no scrape fails, pqd's thread count stays put, the median of 50 scrapes
+stays within a small factor of the median without slow clients measured in the same run, and no
+scrape comes near a slow client's request deadline. (A p99 of 50 scrapes is their slowest one: one
+scheduling hiccup on a busy machine decides it, so it is not asserted; the absolute figures are
+in docs/benchmarks.md.)"""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
-import math
 import resource
 import socket
 import ssl
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +25,12 @@ from tests.integration.pqd_process import PqdProcess, wait_until
 from tests.tls_support import make_ca, make_leaf
 
 IDLE, HALF_SENT, SCRAPES = 500, 50, 50
-#: How much slower a scrape may get with the slow clients open than without them. The floor
-#: keeps a sub-millisecond baseline from turning scheduling noise into a failure.
+#: How much slower the median scrape may get with the slow clients open than without them. The
+#: floor keeps a millisecond baseline from turning scheduling noise into a failure.
 SLOWDOWN_FACTOR, BASELINE_FLOOR_SECONDS = 5.0, 0.010
+#: A server that let a slow client block it would hold a scrape until that client's request
+#: deadline (10 s by default); one second still tells that apart from a busy machine's hiccups.
+SLOWEST_SCRAPE_SECONDS = 1.0
 
 
 @pytest.fixture(autouse=True)
@@ -88,19 +93,17 @@ def test_scrapes_of_a_real_pqd_stay_fast_with_slow_clients(tmp_path: Path, schem
                 sock.close()
         pqd.stop()
 
-    assert None not in baseline
-    base_p99 = max(_p99(baseline[:SCRAPES]), _p99(baseline[SCRAPES:]))  # type: ignore[arg-type]
-    p99 = _p99(latencies)
-    limit = SLOWDOWN_FACTOR * max(base_p99, BASELINE_FLOOR_SECONDS)
-    assert p99 <= limit, f"p99 {p99 * 1000:.1f} ms with slow clients, {base_p99 * 1000:.1f} without"
+    measured = [seconds for seconds in baseline if seconds is not None]
+    assert len(measured) == 2 * SCRAPES, "a scrape failed without slow clients"
+    base = max(statistics.median(measured[:SCRAPES]), statistics.median(measured[SCRAPES:]))
+    median = statistics.median(latencies)
+    limit = SLOWDOWN_FACTOR * max(base, BASELINE_FLOOR_SECONDS)
+    shown = f"{median * 1000:.1f} ms with slow clients, {base * 1000:.1f} without"
+    assert median <= limit, f"median scrape {shown}"
+    assert max(latencies) < SLOWEST_SCRAPE_SECONDS, f"slowest {max(latencies):.3f} s; {shown}"
     assert connections >= IDLE + HALF_SENT  # the slow clients really were held open
     # No thread per connection (the server's threads are a fixed pool).
     assert threads_during <= threads_before + 2
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def _logged_port(pqd: PqdProcess) -> int | None:

@@ -3,17 +3,19 @@ blocks every TLS scrape behind one idle connection and grows a thread per connec
 
 With hundreds of idle TCP connections and half-sent requests held open, over plain HTTP and over
 TLS, normal scrapes of pqd's real web app still answer quickly and the thread count stays fixed;
-deadlines and the connection cap then clean up after the slow clients.
+deadlines and the connection cap then clean up after the slow clients. "Quickly" is relative to
+scrapes of the same server without slow clients in the same run (an absolute limit fails on a busy
+machine; docs/benchmarks.md has the absolute figures).
 """
 
 from __future__ import annotations
 
 import http.client
-import math
 import os
 import resource
 import socket
 import ssl
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +34,12 @@ IDLE_CONNECTIONS = 500
 HALF_SENT_REQUESTS = 50
 HALF_SENT_HANDSHAKES = 20  # TLS only: a ClientHello cut in half
 SCRAPES = 50
-P99_LIMIT_SECONDS = 0.100
+#: How much slower the median scrape may get with the slow clients open than without them; the
+#: floor keeps a millisecond baseline from turning scheduling noise into a failure.
+SLOWDOWN_FACTOR, BASELINE_FLOOR_SECONDS = 5.0, 0.010
+#: A server that a slow client could block would hold a scrape until that client's deadline
+#: (120 s here); one second still tells that apart from a busy machine's hiccups.
+SLOWEST_SCRAPE_SECONDS = 1.0
 DEADLINE = 30.0  # for any wait on the server; generous for a loaded 2-core machine
 
 
@@ -241,11 +248,6 @@ def server_closed(sock: socket.socket) -> bool:
     return True
 
 
-def p99(samples: Iterable[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[math.ceil(0.99 * len(ordered)) - 1]  # nearest rank
-
-
 # --------------------------------------------------------------------------------------------------
 
 
@@ -260,6 +262,7 @@ def test_scrapes_stay_fast_with_slow_clients_open(
     target = start_target(limits)
     server_threads = limits.workers + limits.auth_workers + 1
     assert threading.active_count() == threads_before + server_threads
+    baseline = statistics.median(target.scrape() for _ in range(SCRAPES))
 
     idle = open_idle(target, hold, IDLE_CONNECTIONS)
     half = open_half_sent(target, hold, HALF_SENT_REQUESTS)
@@ -273,14 +276,15 @@ def test_scrapes_stay_fast_with_slow_clients_open(
         latencies.append(target.scrape())
         peak_threads = max(peak_threads, threading.active_count())
 
-    figure = p99(latencies)
-    print(
-        f"\n[{scheme}] {held} slow connections held: {SCRAPES} scrapes p50="
-        f"{sorted(latencies)[len(latencies) // 2] * 1000:.1f}ms p99={figure * 1000:.1f}ms "
-        f"max={max(latencies) * 1000:.1f}ms; threads {threads_before} before, "
-        f"{peak_threads} peak"
+    median = statistics.median(latencies)
+    shown = (
+        f"[{scheme}] {held} slow connections held: {SCRAPES} scrapes median "
+        f"{median * 1000:.1f} ms (without: {baseline * 1000:.1f} ms), slowest "
+        f"{max(latencies) * 1000:.1f} ms; threads {threads_before} before, {peak_threads} peak"
     )
-    assert figure < P99_LIMIT_SECONDS, sorted(latencies)
+    print("\n" + shown)
+    assert median <= SLOWDOWN_FACTOR * max(baseline, BASELINE_FLOOR_SECONDS), shown
+    assert max(latencies) < SLOWEST_SCRAPE_SECONDS, shown
     assert peak_threads == threads_before + server_threads
     # The slow clients were held the whole time, not dropped to make the numbers.
     assert all(still_open(sock) for sock in (*idle, *half, *cut))
