@@ -34,9 +34,29 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``, looked up only when asked for: argparse's own "version" action needs the
+    text when the parser is built, and reading it (importlib.metadata) cost every other command,
+    ``pqd once`` included, about 25 ms of CPU."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0)
+        self.help = "show pqd's version and exit"
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        sys.stdout.write(f"pqd {pqd.__version__}\n")
+        parser.exit()
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="pqd", description="Probe Python multiprocessing health for Prometheus.")
-    parser.add_argument("--version", action="version", version=f"pqd {pqd.__version__}")
+    parser.add_argument("--version", action=_PrintVersion)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the daemon")
