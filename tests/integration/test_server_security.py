@@ -598,6 +598,7 @@ def test_password_guessing_flood_cannot_block_cached_clients(
     assert get(server, None, auth=("alice", "right")).status == 200  # now cached
 
     guesses = []
+    flood_started = time.monotonic()
     for i in range(100):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
         token = base64.b64encode(f"alice:guess{i}".encode()).decode()
@@ -608,10 +609,13 @@ def test_password_guessing_flood_cannot_block_cached_clients(
         reply = get(server, None, auth=("alice", "right"))
         elapsed = time.monotonic() - started
         assert reply.status == 200
-        assert elapsed < 1.0, elapsed
         statuses = []
         for sock in guesses:
             statuses.append(sock.recv(12)[9:12])
+        flood_seconds = time.monotonic() - flood_started
+        # Against the flood's own duration in the same run, not a fixed limit: a login that
+        # queued behind the guesses' bcrypt checks would take about as long as the flood.
+        assert elapsed < flood_seconds / 2, f"{elapsed:.3f} s, the flood {flood_seconds:.3f} s"
         # Every guess got an answer: checked and refused, or turned away while busy.
         assert set(statuses) <= {b"401", b"503"}
         assert statuses.count(b"503") >= 100 - 8 - 2 - 10  # a few may finish meanwhile
