@@ -90,6 +90,9 @@ class Round:
     p50: float = float("nan")  # wrk's
     p99: float = float("nan")
     fresh: tuple[float, ...] = ()  # new-connection latencies beside wrk
+    #: wrk's errors by kind: connect, read, write, timeout, non-2xx
+    error_kinds: tuple[int, ...] = (0, 0, 0, 0, 0)
+    time_wait: int = -1  # TCP sockets in TIME_WAIT on the host right after the round
 
     @property
     def rate(self) -> float:
@@ -160,13 +163,15 @@ def parse_wrk(out: str) -> dict[str, float]:
     for pct in ("50", "99"):
         if m := re.search(rf"^\s+{pct}%\s+([\d.]+\w+)\s*$", out, re.MULTILINE):
             found[f"p{pct}"] = _seconds(m[1])
-    errors = 0.0
+    kinds = ("connect", "read", "write", "timeout")
+    for kind in kinds:
+        found[kind] = 0.0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += sum(float(g) for g in m.groups())
+        found.update(zip(kinds, (float(g) for g in m.groups()), strict=True))
     found["bad_status"] = 0.0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         found["bad_status"] = float(m[1])
-    found["errors"] = errors + found["bad_status"]
+    found["errors"] = sum(found[kind] for kind in kinds) + found["bad_status"]
     missing = {"requests", "seconds", "rate", "p50", "p99"} - set(found)
     if missing:
         raise RuntimeError(f"could not read {sorted(missing)} from wrk's output:\n{out}")
@@ -201,7 +206,18 @@ def wrk_round(server: Server, certs: Certs, clients: int, seconds: int) -> Round
     w = parse_wrk(out)
     ok = int(w["requests"] - w["bad_status"])  # wrk counts a 503 as a request too
     served = int(w["requests"]) + len(fresh)
+    kinds = tuple(int(w[k]) for k in ("connect", "read", "write", "timeout", "bad_status"))
     return Round(
         [], ok, w["seconds"], cpu * ok / served,
-        int(w["errors"]), w["p50"], w["p99"], tuple(fresh),
+        int(w["errors"]), w["p50"], w["p99"], tuple(fresh), kinds, sockets_in_time_wait(),
     )  # fmt: skip
+
+
+def sockets_in_time_wait() -> int:
+    """TCP sockets in TIME_WAIT on the host (state 06 in /proc/net/tcp and tcp6): a load of new
+    connections leaves one per connection for 60 s, and loopback has ~28,000 ephemeral ports."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            count += sum(1 for line in lines if line.split()[3:4] == ["06"])
+    return count

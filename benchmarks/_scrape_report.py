@@ -175,6 +175,7 @@ def shape_slow(clients: Sequence[KeepAliveClient], args: argparse.Namespace) -> 
 
 def shape_hostile(servers: Sequence[Server], certs: Certs, args: argparse.Namespace) -> None:
     rows = []
+    error_notes = []
     for clients in args.client_counts:
         by_server: dict[str, list[Round]] = {s.url: [] for s in servers}
         for r in range(args.rounds):
@@ -182,6 +183,7 @@ def shape_hostile(servers: Sequence[Server], certs: Certs, args: argparse.Namesp
                 assert isinstance(s, Server)
                 by_server[s.url].append(wrk_round(s, certs, clients, args.seconds))
         rows += [_hostile_row(s, clients, by_server[s.url]) for s in servers]
+        error_notes += [_error_note(s, clients, by_server[s.url]) for s in servers]
     headers = [
         "server",
         "TLS",
@@ -208,6 +210,23 @@ def shape_hostile(servers: Sequence[Server], certs: Certs, args: argparse.Namesp
         "(about 20 a second), timed from connect() to the last body byte, connect and TLS "
         "handshake included; its percentiles pool all rounds. CPU per request counts wrk's "
         "completed requests and the extra client's."
+    )
+    for note in filter(None, error_notes):
+        print(note)
+
+
+def _error_note(server: Server, clients: int, rounds: Sequence[Round]) -> str:
+    """What wrk's errors were, for a row that had any, and the host's TIME_WAIT sockets after
+    each round (connect errors beside ~28,000 of them mean loopback's ephemeral ports ran out)."""
+    if not any(r.errors for r in rounds):
+        return ""
+    kinds = [sum(r.error_kinds[i] for r in rounds) for i in range(5)]
+    names = ("connect", "read", "write", "timeout", "non-2xx")
+    shown = ", ".join(f"{name} {n}" for name, n in zip(names, kinds, strict=True))
+    waits = ", ".join(str(r.time_wait) for r in rounds)
+    return (
+        f"errors of {server.name} {_tls(server)} at {clients} clients (all rounds): {shown}; "
+        f"TCP sockets in TIME_WAIT after each round: {waits}"
     )
 
 
