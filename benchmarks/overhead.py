@@ -22,7 +22,10 @@ its CPU is in the reaper's RUSAGE_CHILDREN: whole-tree CPU, nothing left out. Wa
 measured process's, start to exit. Figures are medians with p25-p75; "paired" is the median (and
 p25-p75) of the per-run ratios, from which drift in machine load cancels out.
 
-A second table keeps the older, warm view: run_cycle() and the bare cycle one after the other in
+A second table says where the fresh-process gap goes: the CPU of a fresh interpreter that only
+imports, the bare cycle's modules against pqd's (the runner's cycle side, the CLI side).
+
+A third table keeps the older, warm view: run_cycle() and the bare cycle one after the other in
 this one long-lived process (as a runner between cycles), process-tree CPU (this process, what it
 and its forkserver reaped, the live helpers; see benchmarks/_common.py). No target there.
 
@@ -57,6 +60,44 @@ def one_cycle(kind: str, method: str) -> int:
         print(f"pqd cycle failed: {result.reason}: {result.detail}", file=sys.stderr)
         return 1
     return 0
+
+
+#: What a fresh interpreter imports on each side, without running anything: the bare cycle's
+#: modules (benchmarks/_bare.py and what its Pool and Manager import), and pqd's.
+_BARE_IMPORTS = (
+    "import argparse, multiprocessing, multiprocessing.managers, multiprocessing.pool, os, queue, "
+    "typing"
+)
+IMPORT_SETS = {
+    "an empty interpreter": "pass",
+    "the bare cycle's modules": _BARE_IMPORTS,
+    "the bare cycle's modules + pqd.cycle (the runner's side)": _BARE_IMPORTS
+    + "; import pqd.runner, pqd.cycle",
+    "pqd once's CLI side (pqd.cli, pqd.config, pqd.supervisor)": (
+        "import pqd.cli, pqd.config, pqd.supervisor"
+    ),
+}
+
+
+def import_table(runs: int) -> list[list[object]]:
+    import _common as c
+
+    cpu: dict[str, list[float]] = {name: [] for name in IMPORT_SETS}
+    commands = {name: [c.PYTHON, "-c", code] for name, code in IMPORT_SETS.items()}
+    for argv in commands.values():
+        c.run_fresh(argv)  # warm-up: page cache, .pyc files
+    names = list(commands)
+    for i in range(runs):
+        for name in names if i % 2 == 0 else reversed(names):
+            cpu[name].append(c.run_fresh(commands[name])[1])
+    empty = c.summarize(cpu["an empty interpreter"]).median
+    bare = c.summarize(cpu["the bare cycle's modules"]).median
+    rows: list[list[object]] = []
+    for name in names:
+        v = c.summarize(cpu[name])
+        spread = f"{c.ms(v.median)} ({v.spread(1000, '.0f')})"
+        rows.append([name, runs, spread, c.ms(v.median - empty), c.ms(v.median - bare)])
+    return rows
 
 
 def fresh_table(methods: list[str], runs: int) -> list[list[object]]:
@@ -219,6 +260,13 @@ def main() -> int:
             "pqd cycle wall",
         ],
         fresh,
+    )
+
+    c.print_table(
+        "Where the fresh-process gap goes: a fresh interpreter that only imports, whole-tree CPU "
+        "(ms, median (p25-p75))",
+        ["imports", "n", "CPU", "beyond an empty interpreter", "beyond the bare cycle's modules"],
+        import_table(runs),
     )
 
     from pqd.containment import become_child_subreaper
