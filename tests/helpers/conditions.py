@@ -1,0 +1,313 @@
+"""Conditions that break Python multiprocessing, created for real on this host and always undone,
+for tests of `pqd once` and `pqd run` (which compose with them as command prefixes: see
+tests.helpers.wraps). Standard library only; pqd is reached through its command line alone.
+
+    with pids_cgroup(12) as group:
+        done = run([".venv/bin/pqd", "once", "--json"], group.wrap)
+        assert group.events()["max"] > 0
+
+What there is:
+
+* /dev/shm in a private mount namespace: ``private_shm(size, fill=, read_only=, absent=,
+  mode=)`` (namespaces.py);
+* cgroups below the caller's own, v2 where it offers the controller, else v1:
+  ``pids_cgroup(limit)``, ``memory_cgroup(limit)``, ``freezer_cgroup()`` (D state),
+  ``cpu_cgroup(cores)`` (cgroups.py);
+* resource limits: ``rlimits(nofile=, as_bytes=)``, ``nproc_limit(n)`` (a real uid of its own,
+  since root is exempt from RLIMIT_NPROC), ``cpu_affinity(cpus)``;
+* temp dirs: ``hostile_tmpdir("long" | "missing" | "file" | "unwritable" | "none")``;
+* faults in pool workers and their evidence: ``worker_hook()``, ``SemaphoreReaper``, ``fill``,
+  ``space``, ``KernelLog`` (faults.py).
+
+Every context manager kills what is left inside its condition and removes what it made, on
+success and on exceptions; one that cannot create its condition raises ConditionError (a test
+failure with the reason, never a skip).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tests.helpers.cgroups import Cgroup, child_cgroup, find_hierarchy, hierarchy_v1
+from tests.helpers.faults import KernelLog, SemaphoreReaper, WorkerHook, fill, space, worker_hook
+from tests.helpers.namespaces import (
+    NO_DAC_OVERRIDE,
+    MountNamespace,
+    mount_namespace,
+    pids_in_namespaces,
+    private_shm,
+    read_only_steps,
+)
+from tests.helpers.wraps import (
+    RANK_IDENTITY,
+    RANK_LIMIT,
+    ConditionError,
+    Wrap,
+    command,
+    environment,
+    proc_state,
+    run,
+    wait_until,
+)
+
+__all__ = [
+    "NO_DAC_OVERRIDE",
+    "Cgroup",
+    "ConditionError",
+    "KernelLog",
+    "MountNamespace",
+    "SemaphoreReaper",
+    "Tmpdir",
+    "WorkerHook",
+    "Wrap",
+    "command",
+    "cpu_affinity",
+    "cpu_cgroup",
+    "environment",
+    "fill",
+    "find_hierarchy",
+    "freeze",
+    "freezer_cgroup",
+    "hostile_tmpdir",
+    "memory_cgroup",
+    "memory_usage",
+    "nproc_limit",
+    "oom_kills",
+    "pids_cgroup",
+    "pids_in_namespaces",
+    "private_shm",
+    "proc_state",
+    "rlimits",
+    "run",
+    "space",
+    "uids_in_use",
+    "wait_until",
+    "worker_hook",
+]
+
+TEARDOWN_SECONDS = 10.0
+#: A 107-byte AF_UNIX path is the longest Linux takes (sun_path is 108 with its NUL);
+#: multiprocessing adds "/pymp-XXXXXXXX/listener-XXXXXXXX" (32) to the temp dir.
+AF_UNIX_PATH_MAX = 107
+
+
+# -- cgroups -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pids_cgroup(limit: int | str) -> Iterator[Cgroup]:
+    """A pids cgroup whose pids.max is ``limit`` (threads count: one task each). Read
+    ``read("pids.current")``, ``read("pids.max")``, ``keyed("pids.events")["max"]`` (forks
+    refused)."""
+    with child_cgroup("pids", {"pids.max": str(limit)}) as group:
+        yield group
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit_bytes: int) -> Iterator[Cgroup]:
+    """A memory cgroup limited to ``limit_bytes`` with no swap beyond it. v2: memory.max,
+    memory.swap.max 0, OOM kills in memory.events "oom_kill". v1: memory.limit_in_bytes (and
+    memory.memsw.limit_in_bytes where swap accounting exists), OOM kills in memory.oom_control
+    "oom_kill". ``oom_kills(group)`` and ``memory_usage(group)`` read either."""
+    where = find_hierarchy("memory")
+    if where.version == 2:
+        settings = {"memory.max": str(limit_bytes), "memory.swap.max": "0"}
+    else:
+        settings = {"memory.limit_in_bytes": str(limit_bytes)}
+        if (where.own / "memory.memsw.limit_in_bytes").exists():
+            settings["memory.memsw.limit_in_bytes"] = str(limit_bytes)
+    with child_cgroup("memory", settings, where) as group:
+        yield group
+
+
+def oom_kills(group: Cgroup) -> int:
+    name = "memory.events" if group.version == 2 else "memory.oom_control"
+    return group.keyed(name).get("oom_kill", 0)
+
+
+def memory_usage(group: Cgroup) -> int:
+    return int(group.read("memory.current" if group.version == 2 else "memory.usage_in_bytes"))
+
+
+@contextlib.contextmanager
+def freezer_cgroup(version: int = 1) -> Iterator[Cgroup]:
+    """A freezer: move a process in (``move(pid)``), then ``freeze(group)``. Measured on this
+    kernel (6.18): a v1 freezer's frozen tasks read state D in /proc; v2's cgroup.freeze leaves
+    them in S (wchan do_freezer_trap/get_signal). So version 1 is the one that makes D."""
+    where = hierarchy_v1("freezer") if version == 1 else find_hierarchy("")
+    with child_cgroup("freezer" if version == 1 else "", {}, where) as group:
+        yield group
+
+
+def freeze(group: Cgroup, frozen: bool = True, seconds: float = 10.0) -> None:
+    """Freeze (or thaw) ``group`` and wait until the kernel says it is done."""
+    if group.version == 1:
+        group.write("freezer.state", "FROZEN" if frozen else "THAWED")
+        want = "FROZEN" if frozen else "THAWED"
+        wait_until(lambda: group.read("freezer.state") == want, f"{group.path} {want}", seconds)
+    else:
+        group.write("cgroup.freeze", "1" if frozen else "0")
+        want_v2 = f"frozen {int(frozen)}"
+        wait_until(
+            lambda: want_v2 in group.read("cgroup.events"), f"{group.path} {want_v2}", seconds
+        )
+
+
+@contextlib.contextmanager
+def cpu_cgroup(cores: float, period_us: int = 100_000) -> Iterator[Cgroup]:
+    """A CPU quota of ``cores`` (v2 cpu.max "QUOTA PERIOD"; v1 cpu.cfs_quota_us and
+    cpu.cfs_period_us)."""
+    where = find_hierarchy("cpu")
+    quota = str(int(cores * period_us))
+    if where.version == 2:
+        settings = {"cpu.max": f"{quota} {period_us}"}
+    else:
+        settings = {"cpu.cfs_period_us": str(period_us), "cpu.cfs_quota_us": quota}
+    with child_cgroup("cpu", settings, where) as group:
+        yield group
+
+
+# -- limits and identity -----------------------------------------------------------------------
+
+
+def rlimits(*, nofile: int | None = None, as_bytes: int | None = None) -> Wrap:
+    """``prlimit`` soft and hard limits for the command (RLIMIT_NOFILE, RLIMIT_AS)."""
+    args = ["prlimit"]
+    if nofile is not None:
+        args.append(f"--nofile={nofile}:{nofile}")
+    if as_bytes is not None:
+        args.append(f"--as={as_bytes}:{as_bytes}")
+    return Wrap(RANK_LIMIT, (*args, "--"))
+
+
+def cpu_affinity(cpus: str) -> Wrap:
+    """``taskset -c CPUS``: what os.sched_getaffinity (and 3.13's os.process_cpu_count) see."""
+    return Wrap(RANK_LIMIT, ("taskset", "-c", cpus))
+
+
+def uids_in_use() -> set[int]:
+    uids = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            status = (entry / "status").read_text()
+            uids.add(int(status.split("\nUid:")[1].split()[0]))
+    return uids
+
+
+def _kill_real_uid(uid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _real_uid(entry) == uid
+        ]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise ConditionError(f"processes {left} of uid {uid} outlived the condition")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def _real_uid(entry: Path) -> int | None:
+    try:
+        return int((entry / "status").read_text().split("\nUid:")[1].split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def nproc_limit(limit: int, first_uid: int = 61000) -> Iterator[Wrap]:
+    """RLIMIT_NPROC ``limit`` that bites: the kernel exempts real uid 0 and CAP_SYS_RESOURCE /
+    CAP_SYS_ADMIN holders, and counts every process of the real uid. So the command runs with
+    a real uid no process uses (from ``first_uid``), effective uid 0 (it still reaches the
+    interpreter under /root and root's files) and neither capability. Every process of that
+    uid is killed on exit."""
+    used = uids_in_use()
+    uid = next(u for u in range(first_uid, first_uid + 1000) if u not in used)
+    drop = "-sys_resource,-sys_admin"
+    yield Wrap(
+        RANK_IDENTITY,
+        (
+            "setpriv",
+            f"--ruid={uid}",
+            f"--bounding-set={drop}",
+            f"--inh-caps={drop}",
+            "prlimit",
+            f"--nproc={limit}:{limit}",
+            "--",
+        ),
+    )
+    _kill_real_uid(uid, TEARDOWN_SECONDS)
+
+
+# -- temp dirs ---------------------------------------------------------------------------------
+
+
+class Tmpdir:
+    """A hostile TMPDIR: ``path`` (what TMPDIR names) and ``wrap`` (the variable, and for the
+    read-only kinds the mount namespace that makes them so)."""
+
+    def __init__(self, path: Path, wrap: Wrap, namespace: MountNamespace | None) -> None:
+        self.path = path
+        self.wrap = wrap
+        self.namespace = namespace
+
+
+def _exact_path(base: Path, length: int) -> Path:
+    """A directory below ``base`` whose path is exactly ``length`` characters."""
+    need = length - len(str(base)) - 1
+    if need < 1:
+        raise ConditionError(f"{base} is already {len(str(base))} characters, over {length}")
+    path = base / ("d" * need)
+    path.mkdir()
+    return path
+
+
+@contextlib.contextmanager
+def hostile_tmpdir(kind: str, length: int = 106) -> Iterator[Tmpdir]:
+    """TMPDIR made hostile. ``long``: an existing, writable directory of ``length`` characters
+    (multiprocessing's socket paths then pass AF_UNIX_PATH_MAX from 76 on). ``missing``: names
+    nothing. ``file``: names a regular file. ``unwritable``: a read-only bind mount (EROFS, for
+    root too). ``none``: TMPDIR, /tmp, /var/tmp, /usr/tmp and the working directory all read-only,
+    so tempfile finds no usable directory (the others only make it fall back to /tmp); run the
+    command with ``cwd=str(tmpdir.path)``."""
+    base = Path(tempfile.mkdtemp(prefix="pqd-cond-tmp-"))
+    try:
+        namespace_cm: contextlib.AbstractContextManager[MountNamespace | None]
+        if kind == "long":
+            path = _exact_path(base, length)
+        elif kind in ("missing", "file", "unwritable", "none"):
+            path = base / kind
+            if kind == "file":
+                path.write_text("not a directory\n")
+            elif kind != "missing":
+                path.mkdir()
+        else:
+            raise ConditionError(f"unknown temp dir kind {kind!r}")
+        ro: Sequence[Path | str] = []
+        if kind == "unwritable":
+            ro = [path]
+        elif kind == "none":
+            ro = [path, *_system_tmps()]
+        namespace_cm = mount_namespace(read_only_steps(ro)) if ro else contextlib.nullcontext()
+        with namespace_cm as namespace:
+            prefix = namespace.wrap.prefix if namespace else ()
+            wrap = Wrap(1, prefix, (("TMPDIR", str(path)),))
+            yield Tmpdir(path, wrap, namespace)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _system_tmps() -> list[str]:
+    return [p for p in ("/tmp", "/var/tmp", "/usr/tmp") if os.path.isdir(p)]
