@@ -96,7 +96,9 @@ def mount_namespace(
 ) -> Iterator[MountNamespace]:
     """A private mount namespace per wrapped command, set up by the shell ``steps`` (joined
     with &&: a failing step fails the command, with the shell's message on its stderr)."""
-    state = Path(tempfile.mkdtemp(prefix=prefix))
+    # Not below /tmp: a condition may make /tmp read-only before the id is recorded.
+    run = "/run" if os.access("/run", os.W_OK) else None
+    state = Path(tempfile.mkdtemp(prefix=prefix, dir=run))
     namespace = MountNamespace(state, steps, exec_prefix)
     try:
         yield namespace
