@@ -7,7 +7,7 @@ the items it put or got, put_nowait/get_nowait as in the seed. No per-operation 
 depth or liveness sampling, no process accounting, no deadlines, no metrics and no trace: that is
 pqd's instrumentation, whose cost is what the comparison shows.
 
-Standard library only, like pqd.workers: pool workers import this module.
+Standard library only, like pqd.runner.jobs: pool workers import this module.
 
 Run as a script it does one cycle and exits (the "fresh process" of benchmarks/cycle_cost.py).
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 
 def _host_pid_count() -> int:
-    # As pqd.workers counts them (psutil.pids() without importing psutil).
+    # As pqd.runner.jobs counts them (psutil.pids() without importing psutil).
     return sum(1 for entry in os.scandir("/proc") if entry.name.isdigit())
 
 

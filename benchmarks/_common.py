@@ -14,7 +14,7 @@ the forkserver's children, so their time only reaches pqd when the forkserver it
 is reaped, which in a daemon is never.
 
 A `pqd run` daemon's tree (docs/design.md §1a): pqd -> one runner per probe (``python -m
-pqd.runner``) -> under forkserver, that runner's forkserver and resource tracker (and, during a
+pqd.runner.main``) -> under forkserver, that runner's forkserver and resource tracker (and, during a
 cycle, the Manager and the pool workers below the forkserver). Nothing here assumes any of them is
 pqd's direct child except the runners: descendants are always walked recursively.
 """
@@ -200,7 +200,7 @@ def tree_rss(pid: int) -> tuple[int, int]:
 # -- who is who in a pqd tree, and how much memory each holds ----------------------------------
 
 MIB = 1024 * 1024
-RUNNER_MARK = "pqd.runner"
+RUNNER_MARK = "pqd.runner.main"
 _FORKSERVER_MARK = "multiprocessing.forkserver"
 _TRACKER_MARK = "multiprocessing.resource_tracker"
 
@@ -230,7 +230,7 @@ def _cmdline(proc: Any) -> str:
 def tree_roles(pid: int) -> list[tuple[Any, str]]:
     """``pid`` (role "pqd") and its live descendants as (psutil.Process, role), parents first.
 
-    Roles: "runner" (a child of ``pid`` whose command line has ``pqd.runner``), "forkserver",
+    Roles: "runner" (a child of ``pid`` whose command line has ``pqd.runner.main``), "forkserver",
     "resource tracker", "forkserver child" (a Manager or pool worker the forkserver forked: same
     command line as the forkserver), "other". By command line and parent, as pqd itself does."""
     import psutil
@@ -271,7 +271,7 @@ def tree_roles(pid: int) -> list[tuple[Any, str]]:
 
 
 def runner_procs(pid: int) -> list[Any]:
-    """pqd's runners: its children whose command line contains ``pqd.runner``."""
+    """pqd's runners: its children whose command line contains ``pqd.runner.main``."""
     import psutil
 
     try:
@@ -343,14 +343,27 @@ def run_fresh(argv: Sequence[str]) -> tuple[float, float]:
 # -- pqd run as a subprocess ---------------------------------------------------------------------
 
 
+def _tests_importable() -> None:
+    """The benchmarks start pqd and pick ports with the tests' own helpers (tests/helpers/):
+    one way to do each, not a copy. A script's path starts at benchmarks/, not the repo."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    _tests_importable()
+    from tests.helpers.net import free_port as pick
+
+    return pick()
+
+
 class Daemon:
     """A `pqd run` process on a free port, its log in a temporary directory; started and stopped
-    by the launcher the tests use too (tests/pqd_launcher.py)."""
+    by the launcher the tests use too (tests/helpers/launcher.py)."""
 
     def __init__(self, args: Sequence[str], config: str = "", env: dict[str, str] | None = None):
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))  # a script's path starts at benchmarks/
-        from tests.pqd_launcher import LaunchedPqd
+        _tests_importable()
+        from tests.helpers.launcher import LaunchedPqd
 
         self.dir = tempfile.TemporaryDirectory(prefix="pqd-bench-")
         # The console script, as systemd runs it (its __main__ is what children re-import).
@@ -382,7 +395,7 @@ class Daemon:
         raise RuntimeError(f"pqd did not start:\n{self.log_text()}")
 
     def finished_cycles(self) -> list[dict[str, str]]:
-        from tests.pqd_launcher import logfmt
+        from tests.helpers.launcher import logfmt
 
         ended = ("cycle finished", "cycle failed")
         return [f for f in map(logfmt, self.log_text().splitlines()) if f.get("msg") in ended]
@@ -452,14 +465,6 @@ def start_stock_server(
 # -- Debian's node_exporter as a peer ----------------------------------------------------------
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:

@@ -26,10 +26,11 @@ def main() -> int:
     from prometheus_client import CollectorRegistry, exposition, start_http_server
 
     from pqd import __version__
-    from pqd.config import ProbeConfig
-    from pqd.containment import become_child_subreaper
-    from pqd.metrics import PqdMetrics, ProbeSpec
-    from pqd.supervisor import Runners
+    from pqd.metrics.series import ProbeFacts
+    from pqd.metrics.writer import PqdMetrics
+    from pqd.probe import ProbeConfig
+    from pqd.runner.containment import become_child_subreaper
+    from pqd.supervisor.runners import Runners
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--backlog", type=int, help="listen backlog (default: as shipped, 5)")
@@ -45,7 +46,7 @@ def main() -> int:
     metrics = PqdMetrics(
         registry,
         version=__version__,
-        probes=[ProbeSpec(probe.name, probe.start_method, probe.workers, probe.queue_maxsize)],
+        probes=[ProbeFacts(probe.name, probe.start_method, probe.workers, probe.queue_maxsize)],
     )
     runners = Runners(None)
     try:

@@ -8,7 +8,7 @@ processes mapping it, so a peer running beside pqd would lower pqd's figure), ea
   at start-up; the window (``--window`` s) starts ``--settle`` seconds after it ended, so the
   probe's runner and, below it, the forkserver and resource tracker it keeps are there, as
   between any two cycles (pqd -> runner -> {forkserver, resource tracker}, docs/design.md §1a).
-  The tree PSS target (issue 13, <= 40 MiB) is checked here.
+  The tree PSS target (<= 40 MiB, docs/benchmarks.md) is checked here.
 * pqd ``before any cycle``: ``--cron "0 0 1 1 *"``: no cycle runs at all, so no runner yet.
 * prometheus_client's own server: benchmarks/_stock_server.py (``start_http_server`` as shipped,
   on the registry pqd builds, fed one real cycle of the default probe in that process, which

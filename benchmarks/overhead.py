@@ -50,9 +50,9 @@ def one_cycle(kind: str, method: str) -> int:
         import _bare
 
         return 0 if _bare.bare_cycle(method) == 10 else 1
-    from pqd.config import ProbeConfig
-    from pqd.containment import become_child_subreaper
-    from pqd.cycle import run_cycle
+    from pqd.probe import ProbeConfig
+    from pqd.runner.containment import become_child_subreaper
+    from pqd.runner.cycle import run_cycle
 
     become_child_subreaper()  # as pqd's runner does
     result = run_cycle(ProbeConfig(start_method=method))
@@ -71,10 +71,10 @@ _BARE_IMPORTS = (
 IMPORT_SETS = {
     "an empty interpreter": "pass",
     "the bare cycle's modules": _BARE_IMPORTS,
-    "the bare cycle's modules + pqd.cycle (the runner's side)": _BARE_IMPORTS
-    + "; import pqd.runner, pqd.cycle",
-    "pqd once's CLI side (pqd.cli, pqd.config, pqd.supervisor)": (
-        "import pqd.cli, pqd.config, pqd.supervisor"
+    "the bare cycle's modules + pqd.runner.cycle (the runner's side)": _BARE_IMPORTS
+    + "; import pqd.runner.main, pqd.runner.cycle",
+    "pqd once's CLI side (pqd.cli, pqd.config.load, pqd.supervisor.runners)": (
+        "import pqd.cli, pqd.config.load, pqd.supervisor.runners"
     ),
 }
 
@@ -166,8 +166,8 @@ def warm_table(methods: list[str], cycles: int) -> list[list[object]]:
     import _bare
     import _common as c
 
-    from pqd.config import ProbeConfig
-    from pqd.cycle import run_cycle
+    from pqd.probe import ProbeConfig
+    from pqd.runner.cycle import run_cycle
 
     rows = []
     for method in methods:
@@ -269,7 +269,7 @@ def main() -> int:
         import_table(runs),
     )
 
-    from pqd.containment import become_child_subreaper
+    from pqd.runner.containment import become_child_subreaper
 
     become_child_subreaper()  # as pqd's runner does
     c.print_table(

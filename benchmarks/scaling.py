@@ -89,9 +89,9 @@ def main() -> int:
     else:
         plot_path = c.ROOT / "docs" / "benchmarks-scaling.png"
 
-    from pqd.config import ProbeConfig
-    from pqd.containment import become_child_subreaper
-    from pqd.cycle import run_cycle
+    from pqd.probe import ProbeConfig
+    from pqd.runner.containment import become_child_subreaper
+    from pqd.runner.cycle import run_cycle
 
     started = time.monotonic()
     become_child_subreaper()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fault_jobs import ANNOUNCE_ENV
+from tests.helpers.fault_jobs import ANNOUNCE_ENV
 
 
 @pytest.fixture(scope="session", autouse=True)

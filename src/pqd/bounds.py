@@ -1,7 +1,7 @@
 """What a cycle keeps, whatever its size: the bounds shared by the workers, the runner, pqd and
 the metrics. Constants only and no imports, so the pool workers can import it for free.
 
-A probe may put up to 1,000,000 items per job over up to 100,000 rounds (pqd.config). Kept per
+A probe may put up to 1,000,000 items per job over up to 100,000 rounds (pqd.config.load). Kept per
 job: the first TRACE_ITEMS item names (the seed's A..Z) and a count of all of them, and the
 queue operations' durations as counts per OPERATION_BUCKETS bucket with their sum. Kept per
 cycle: the first and the last TRACE_JOBS // 2 job reports, and totals over every job.

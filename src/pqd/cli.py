@@ -13,9 +13,12 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pqd
+
+if TYPE_CHECKING:
+    from pqd.config.load import Config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -84,16 +87,16 @@ def _build_parser() -> _Parser:
 
 
 def _add_config_flags(sub: argparse.ArgumentParser, *, run: bool) -> None:
-    """--config, and a flag for each setting (pqd.config's table); `pqd once` leaves out those
+    """--config, and a flag for each setting (pqd.config.load's table); `pqd once` leaves out those
     only the daemon uses."""
-    from pqd import config
-    from pqd.config_doc import flag_help
+    from pqd.config.doc import flag_help
+    from pqd.config.load import SETTINGS, flag_origin
 
     sub.add_argument("--config", metavar="FILE", help="TOML config file (or $PQD_CONFIG)")
-    for setting in config.SETTINGS.values():
+    for setting in SETTINGS.values():
         if run or not setting.spec.daemon_only:
             sub.add_argument(
-                config.flag_origin(setting.name),
+                flag_origin(setting.name),
                 dest=f"override_{setting.name}",
                 metavar=setting.spec.metavar,
                 help=flag_help(setting),
@@ -108,13 +111,13 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Defaults < file < environment < flags, through the one loader every command and test
-    uses (config.load_config). Raises ConfigError naming where the bad value came from: a flag
-    (``--workers``: a usage error), else the file or environment."""
-    from pqd import config
+    uses (pqd.config.load.load_config). Raises ConfigError naming where the bad value came
+    from: a flag (``--workers``: a usage error), else the file or environment."""
+    from pqd.config.load import load_config
 
-    return config.load_config(args.config, environ, _flag_overrides(args))
+    return load_config(args.config, environ, _flag_overrides(args))
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -124,14 +127,14 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 
 def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from pqd import containment
-    from pqd.config import ConfigError
-    from pqd.supervisor import Runners
+    from pqd.errors import ConfigError
+    from pqd.runner import containment
+    from pqd.supervisor.runners import Runners
     from pqd.trace import render_summary, render_trace, render_where_stuck
 
     if args.textfile is not None:
         _check_textfile_target(args.textfile)
-    loaded = load(args, environ)
+    loaded = load_config(args, environ)
     probes = list(loaded.probes)
     if args.probe:
         unknown = sorted(set(args.probe) - {p.name for p in probes})
@@ -139,7 +142,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             raise UsageError(f"--probe={unknown[0]!r}: no such probe in the config")
         probes = [p for p in probes if p.name in args.probe]
     try:
-        runners = Runners(containment.choose(loaded.containment))
+        runners = Runners(containment.cgroup_parent(loaded.containment))
     except containment.ContainmentError as exc:
         raise ConfigError("containment", loaded.containment, str(exc)) from None
     # Orphans of a runner killed mid-cycle come back to us, to be reaped and not left to init.
@@ -185,14 +188,15 @@ def _check_textfile_target(path: str) -> None:
 def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
     from prometheus_client import CollectorRegistry
 
-    from pqd.metrics import PqdMetrics, ProbeSpec, write_textfile
+    from pqd.metrics.series import ProbeFacts
+    from pqd.metrics.writer import PqdMetrics, write_textfile
 
     registry = CollectorRegistry()
     metrics = PqdMetrics(
         registry,
         version=pqd.__version__,
         probes=[
-            ProbeSpec(p.name, p.start_method, p.workers, p.queue_maxsize) for p in loaded.probes
+            ProbeFacts(p.name, p.start_method, p.workers, p.queue_maxsize) for p in loaded.probes
         ],
         process_collectors=False,
     )
@@ -207,7 +211,7 @@ def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
 def cmd_hash_password() -> int:
     import getpass
 
-    from pqd.webconfig import hash_password
+    from pqd.http.webconfig import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ").encode()
@@ -225,13 +229,13 @@ def cmd_hash_password() -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from pqd import config
+    from pqd.config.load import config_from_file
 
-    loaded = config.config_from_file(args.file)
+    loaded = config_from_file(args.file)
     names = ", ".join(p.name for p in loaded.probes)
     if loaded.web_config_file is not None:
         # The web config too, as `pqd run` would load it: a bad one would stop it with 78.
-        from pqd.webconfig import ssl_context, web_config_from_file
+        from pqd.http.webconfig import ssl_context, web_config_from_file
 
         web = web_config_from_file(loaded.web_config_file)
         if web.tls is not None:
@@ -254,14 +258,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return cmd_hash_password()
         from pqd.daemon import run_daemon  # argparse admits no command but these four
 
-        return run_daemon(load(args, env), reload_config=lambda: load(args, os.environ))
+        return run_daemon(
+            load_config(args, env), reload_config=lambda: load_config(args, os.environ)
+        )
     except UsageError as exc:
         print(f"pqd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from pqd.config import ConfigError
+        from pqd.errors import ConfigError
 
         if isinstance(exc, ConfigError):
             if exc.field.startswith("--"):

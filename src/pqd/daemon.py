@@ -3,8 +3,8 @@
 Lifecycle, as APScheduler's own: STOPPED -> start() -> RUNNING <-> RELOADING -> shutdown() ->
 STOPPED. Each probe is one scheduler job (pqd.schedule): a run that comes due while the previous
 cycle of that probe still runs is skipped (and counted), never queued or overlapped. What is kept
-per probe between cycles is in pqd.probe_runtime, what the pages show is built by
-pqd.web_snapshot.
+per probe between cycles is in pqd.bookkeeping, what the pages show is built by
+pqd.web.state.
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from pqd import __version__, logs
-from pqd.config import Config, ConfigError, ProbeConfig
-from pqd.containment import ContainmentError, become_child_subreaper
-from pqd.containment import choose as choose_containment
-from pqd.history import CycleHistory
-from pqd.metrics import PqdMetrics, ProbeSpec
+from pqd.bookkeeping import ProbeRuntime, log_cycle, status_line
+from pqd.config.load import Config
+from pqd.errors import ConfigError
+from pqd.http.server import HttpServer
+from pqd.metrics.series import ProbeFacts
+from pqd.metrics.writer import PqdMetrics
 from pqd.notify import Notifier
-from pqd.probe_runtime import ProbeRuntime, log_cycle, status_line
+from pqd.probe import ProbeConfig
 from pqd.results import LiveSample
+from pqd.runner.containment import ContainmentError, become_child_subreaper, cgroup_parent
 from pqd.schedule import ProbeScheduler, heartbeat_seconds
-from pqd.server import HttpServer
-from pqd.supervisor import Runners
+from pqd.supervisor.runners import Runners
 from pqd.trace import render_trace
-from pqd.web import WebState, make_app
-from pqd.web_snapshot import web_state
+from pqd.web.app import WebState, make_app
+from pqd.web.history import CycleHistory
+from pqd.web.state import web_state
 
 log = logging.getLogger("pqd")
 
@@ -45,7 +47,7 @@ STOP_SECONDS = 8.0
 EXIT_CONFIG = 78
 
 
-class State(enum.Enum):
+class DaemonState(enum.Enum):
     STOPPED = "stopped"
     RUNNING = "running"
     RELOADING = "reloading"
@@ -58,7 +60,7 @@ class _LiveGauges:
     def __init__(self, metrics: PqdMetrics) -> None:
         self._metrics = metrics
 
-    def job_finished(self, sample: LiveSample) -> None:
+    def sampled(self, sample: LiveSample) -> None:
         self._metrics.observe_live(sample)
 
 
@@ -72,8 +74,8 @@ def _give_back_memory() -> None:
         pass
 
 
-def _probe_spec(probe: ProbeConfig, containment: str) -> ProbeSpec:
-    return ProbeSpec(
+def _probe_spec(probe: ProbeConfig, containment: str) -> ProbeFacts:
+    return ProbeFacts(
         probe.name, probe.start_method, probe.workers, probe.queue_maxsize, containment
     )
 
@@ -101,7 +103,7 @@ class Daemon:
             probes=[_probe_spec(p, runners.containment) for p in config.probes],
         )
         self.history = CycleHistory(config.history_limit)
-        self.state = State.STOPPED
+        self.state = DaemonState.STOPPED
         self.started_at = time.time()
         self._runtimes = {p.name: ProbeRuntime(p) for p in config.probes}
         self._lock = threading.RLock()  # guards _runtimes and config swaps
@@ -118,7 +120,7 @@ class Daemon:
 
     def start(self) -> None:
         """Bind the port, start the scheduler, then tell systemd READY=1."""
-        if self.state is not State.STOPPED:
+        if self.state is not DaemonState.STOPPED:
             raise RuntimeError(f"cannot start a daemon that is {self.state.value}")
         become_child_subreaper()
         app = make_app(
@@ -139,7 +141,7 @@ class Daemon:
             self._scheduler.add(probe)
         self._scheduler.start()
         self._server.start()
-        self.state = State.RUNNING
+        self.state = DaemonState.RUNNING
         self._heartbeat = time.monotonic()
         if self.notifier.watchdog_interval is not None:
             self._watchdog = threading.Thread(
@@ -165,9 +167,9 @@ class Daemon:
     def shutdown(self) -> None:
         """Stop scheduling, cut running cycles short (they kill their own processes), stop
         serving. Returns within about STOP_SECONDS."""
-        if self.state in (State.STOPPED, State.STOPPING):
+        if self.state in (DaemonState.STOPPED, DaemonState.STOPPING):
             return
-        self.state = State.STOPPING
+        self.state = DaemonState.STOPPING
         self.notifier.stopping()
         log.info("pqd stopping")
         self._cancel.set()
@@ -184,7 +186,7 @@ class Daemon:
         self.runners.close()
         if self._server is not None:
             self._server.stop()
-        self.state = State.STOPPED
+        self.state = DaemonState.STOPPED
         log.info("pqd stopped")
 
     def _status(self) -> str:
@@ -260,7 +262,7 @@ class Daemon:
             silent = now - self._heartbeat
             if silent > max(5 * self._heartbeat_seconds, 5.0):
                 return False, f"the scheduler has not run its heartbeat for {silent:.0f}s"
-        if self.state is not State.RUNNING:
+        if self.state is not DaemonState.RUNNING:
             return True, ""
         with self._lock:
             for rt in self._runtimes.values():
@@ -287,9 +289,9 @@ class Daemon:
         """Read the config again and apply it; a bad one is refused and the old one keeps
         running. Safe from any thread (SIGHUP and POST /-/reload)."""
         with self._reload_lock:
-            if self.state is not State.RUNNING:
+            if self.state is not DaemonState.RUNNING:
                 return False, f"not reloading: pqd is {self.state.value}"
-            self.state = State.RELOADING
+            self.state = DaemonState.RELOADING
             self.notifier.reloading()
             try:
                 try:
@@ -305,8 +307,8 @@ class Daemon:
                 log.info("config reloaded", extra={"probes": ",".join(self._runtimes)})
                 return True, "config reloaded"
             finally:
-                if self.state is State.RELOADING:
-                    self.state = State.RUNNING
+                if self.state is DaemonState.RELOADING:
+                    self.state = DaemonState.RUNNING
                 self.notifier.ready(self._status())
 
     def _apply(self, new: Config) -> None:
@@ -363,7 +365,7 @@ class Daemon:
             probes,
             containment=self.runners.containment,
             started_at=self.started_at,
-            ready=self.state in (State.RUNNING, State.RELOADING),
+            ready=self.state in (DaemonState.RUNNING, DaemonState.RELOADING),
             unhealthy_reason=self.progressing()[1],
         )
 
@@ -372,7 +374,7 @@ def run_daemon(config: Config, *, reload_config: Callable[[], Config]) -> int:
     """Run until SIGTERM or SIGINT; SIGHUP reloads. Returns the exit code."""
     logs.configure(config.log_format, config.log_level)
     try:
-        runners = Runners(choose_containment(config.containment))
+        runners = Runners(cgroup_parent(config.containment))
     except ContainmentError as exc:
         log.error("cannot contain probes", extra={"err": str(exc)})
         return EXIT_CONFIG

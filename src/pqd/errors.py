@@ -1,5 +1,5 @@
-"""ConfigError, and what every reader of a config file (pqd.config, pqd.webconfig) shares: one
-way to show a value in an error, one "did you mean", one bounded file reader.
+"""ConfigError, and what every reader of a config file (pqd.config.load, pqd.http.webconfig) shares:
+one way to show a value in an error, one "did you mean", one bounded file reader.
 
 Kept free of heavy imports: the web layer, the CLI and the config loaders all raise ConfigError.
 """

@@ -1,8 +1,9 @@
 """One probe's settings: the plain data the config layer hands to the supervisor and the runner.
 
-Apart from pqd.config (which loads and validates it) so that a probe's runner, which imports
+Apart from pqd.config.load (which loads and validates it) so that a probe's runner, which imports
 this, does not pay for the TOML parser and the validation code it never runs. Each field with a
-:class:`~pqd.fields.Spec` is a per-probe setting (pqd.fields says what follows from that).
+:class:`~pqd.settings_table.Spec` is a per-probe setting (pqd.settings_table says what follows from
+that).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from pqd.fields import Spec, setting
+from pqd.settings_table import Spec, setting
 
 START_METHODS: Final = ("forkserver", "spawn", "fork")
 
@@ -20,7 +21,7 @@ class ProbeConfig:
     """One probe: the seed's producer/consumer cycle and when to run it.
 
     Constructing one directly does not validate it (tests of the cycle need, say, a timeout shorter
-    than the work); the loaders in pqd.config validate everything they return.
+    than the work); the loaders in pqd.config.load validate everything they return.
     """
 
     name: str = "default"

@@ -22,7 +22,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from pqd.config import MAX_PROBES, ProbeConfig, format_duration
+from pqd.config.load import MAX_PROBES
+from pqd.probe import ProbeConfig
 
 #: Under a systemd watchdog the scheduler runs a heartbeat job this often (a third of the ping
 #: interval, within these bounds), and pings are sent only while it does. No watchdog, no job:
@@ -45,14 +46,6 @@ def trigger(probe: ProbeConfig) -> Any:
         return CronTrigger.from_crontab(probe.cron, timezone=UTC)
     assert probe.interval is not None
     return IntervalTrigger(seconds=probe.interval, timezone=UTC)
-
-
-def schedule_text(probe: ProbeConfig) -> str:
-    """The probe's schedule for people: "every 30s" or "cron */5 * * * * (UTC)"."""
-    if probe.cron is not None:
-        return f"cron {probe.cron} (UTC)"
-    assert probe.interval is not None
-    return f"every {format_duration(probe.interval)}"
 
 
 class ProbeScheduler:

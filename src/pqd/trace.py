@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pqd.bounds import TRACE_ITEMS, TRACE_JOBS
 from pqd.results import CycleResult
-from pqd.stacks import state_meaning
+from pqd.runner.stacks import state_meaning
 
 SEPARATOR = "**********"
 # A command line can be as long as the kernel allows; a summary line need not be.
@@ -88,8 +88,8 @@ def render_summary(result: CycleResult) -> list[str]:
 
 
 def render_where_stuck(result: CycleResult) -> list[str]:
-    """A failed cycle's "Where it was stuck" (pqd.stacks) and a job_error's traceback, indented
-    under two headings; nothing for a cycle without them."""
+    """A failed cycle's "Where it was stuck" (pqd.runner.stacks) and a job_error's traceback,
+    indented under two headings; nothing for a cycle without them."""
     lines = []
     if result.stuck:
         lines.append("where it was stuck:")

@@ -14,8 +14,9 @@ import psutil
 import pytest
 
 from pqd.results import FAILURE_REASONS, PHASES
-from tests.contract import CONTRACT_COUNTERS, CONTRACT_GAUGES
-from tests.integration.pqd_process import PqdProcess, running_pqd, sample, wait_until
+from tests.helpers.contract import CONTRACT_COUNTERS, CONTRACT_GAUGES
+from tests.helpers.pqd_process import PqdProcess, running_pqd, sample
+from tests.helpers.waiting import wait_until
 
 TWO_PROBES = """
 [probes.fs]
@@ -255,7 +256,7 @@ def test_a_probe_removed_while_its_cycle_runs_leaves_no_trace(tmp_path: Path) ->
             found = 0
             for proc in pqd.descendants():
                 with contextlib.suppress(psutil.Error):  # gone, or a zombie not yet reaped
-                    found += "pqd.runner" in " ".join(proc.cmdline())
+                    found += "pqd.runner.main" in " ".join(proc.cmdline())
             return found
 
         wait_until(lambda: runners() == 1, "the removed probe's runner to stop")

@@ -15,11 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pqd.containment import cgroup2_mount
 from pqd.results import FAILURE_REASONS
-from tests.integration import fault_jobs
-from tests.integration.pqd_process import PqdProcess, sample, wait_until
-from tests.integration.test_daemon_faults import (
+from pqd.runner.containment import cgroup2_mount
+from tests.helpers import fault_jobs
+from tests.helpers.daemon_faults import (
     HARNESS,
     REPO,
     Scraper,
@@ -28,6 +27,8 @@ from tests.integration.test_daemon_faults import (
     faulty_pqd,
     in_a_cycle,
 )
+from tests.helpers.pqd_process import PqdProcess, sample
+from tests.helpers.waiting import wait_until
 
 # Ten jobs of 300 ms: a cycle takes about 3 s, long enough to be hit in the middle.
 VICTIM = """
@@ -222,15 +223,15 @@ def test_killed_runner_fails_the_cycle_and_a_new_runner_takes_over(
     tmp_path: Path, method: str
 ) -> None:
     with faulty_pqd(tmp_path, victim(method)) as (pqd, scraper):
-        first = with_role(pqd, "pqd.runner")
+        first = with_role(pqd, "pqd.runner.main")
 
         def inject() -> None:
             wait_until(lambda: counter(pqd, "pqd_workers_live", probe="victim") > 0, "a cycle")
-            with_role(pqd, "pqd.runner").send_signal(signal.SIGKILL)
+            with_role(pqd, "pqd.runner.main").send_signal(signal.SIGKILL)
 
         assert_failure_then_success(pqd, scraper, "helper_died", inject)
         (event, *_) = failed_cycles(pqd, "helper_died")
-        second = with_role(pqd, "pqd.runner")
+        second = with_role(pqd, "pqd.runner.main")
 
     assert "runner pid" in event["detail"] and "signal 9" in event["detail"]
     assert second.pid != first.pid
@@ -241,7 +242,7 @@ def test_stopped_runner_is_killed_at_the_deadline(tmp_path: Path) -> None:
 
         def inject() -> None:
             wait_until(lambda: counter(pqd, "pqd_workers_live", probe="victim") > 0, "a cycle")
-            with_role(pqd, "pqd.runner").send_signal(signal.SIGSTOP)
+            with_role(pqd, "pqd.runner.main").send_signal(signal.SIGSTOP)
 
         assert_failure_then_success(pqd, scraper, "helper_died", inject)
         (event, *_) = failed_cycles(pqd, "helper_died")

@@ -21,8 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.pqd_process import PqdProcess, wait_until
-from tests.tls_support import make_ca, make_leaf
+from tests.helpers.pqd_process import PqdProcess
+from tests.helpers.tls import make_ca, make_leaf
+from tests.helpers.waiting import wait_until
 
 IDLE, HALF_SENT, SCRAPES = 500, 50, 50
 #: How much slower the median scrape may get with the slow clients open than without them. The

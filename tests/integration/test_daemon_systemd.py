@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pqd_process import PqdProcess, sample, wait_until
+from tests.helpers.pqd_process import PqdProcess, sample
+from tests.helpers.waiting import wait_until
 
-WEDGE = Path(__file__).with_name("wedge_scheduler.py")
+WEDGE = Path(__file__).resolve().parents[1] / "helpers/wedge_harness.py"
 CONFIG = '[probes.default]\ninterval = "1s"\n'
 
 

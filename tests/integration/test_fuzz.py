@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pqd.cli import main
-from pqd.config import OVERRIDE_FIELDS
-from tests.integration.pqd_process import PqdProcess
+from pqd.config.load import OVERRIDE_FIELDS
+from tests.helpers.pqd_process import PqdProcess
 
 FUZZ_SETTINGS = settings(
     max_examples=150,

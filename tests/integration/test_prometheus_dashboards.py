@@ -22,18 +22,20 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.prometheus_process import (
+from tests.helpers.configs import quick_probe
+from tests.helpers.dashboards import interpolate, regex_value
+from tests.helpers.net import free_port
+from tests.helpers.prometheus_process import (
     PROMETHEUS_DIR,
     ROOT,
     Prometheus,
-    free_port,
     running_prometheus,
     start,
     stop,
     tail,
     wait_ready,
-    wait_until,
 )
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,44 +45,15 @@ DASHBOARD_DIR = ROOT / "grafana/dashboards"
 #: the start methods that matter most (the daemon's default and the portable one). interval 1s
 #: gives a few cycles within seconds; job_pause 0 keeps cycles short on a 2-core CI machine.
 PROBES = ("fs", "sp")
-PQD_CONFIG = """\
-log_format = "logfmt"
-log_level = "info"
-
-[probes.fs]
-start_method = "forkserver"
-workers = 2
-queue_maxsize = 3
-rounds = 2
-items_per_producer = 5
-job_pause = "0s"
-timeout = "30s"
-interval = "1s"
-
-[probes.sp]
-start_method = "spawn"
-workers = 2
-queue_maxsize = 3
-rounds = 2
-items_per_producer = 5
-job_pause = "0s"
-timeout = "30s"
-interval = "1s"
-"""
+PQD_CONFIG = (
+    'log_format = "logfmt"\nlog_level = "info"\n\n'
+    + quick_probe("fs", "forkserver")
+    + "\n"
+    + quick_probe("sp", "spawn")
+)
 
 #: Cycles per probe before queries are judged: enough for rate() over RANGE to see increases.
 MIN_CYCLES = 3
-#: What Grafana would put in $__rate_interval and friends for a short time range with a 1s
-#: scrape interval (at least 4 scrapes per window, as Grafana guarantees).
-RANGE = "10s"
-GRAFANA_BUILTINS = {
-    "__rate_interval": RANGE,
-    "__interval": RANGE,
-    "__range": "1m",
-    "__range_s": "60",
-    "__range_ms": "60000",
-    "__interval_ms": "10000",
-}
 DATA_SECONDS = 90.0
 
 
@@ -150,33 +123,13 @@ def cycled(stack: Stack) -> Stack:
 # --- dashboard queries as Grafana sends them ------------------------------------------------
 
 
-def _regex_value(values: list[str]) -> str:
-    """A multi-value variable as Grafana's Prometheus data source renders it in a =~ matcher:
-    regex-escaped values, (a|b) for several, backslashes doubled for the PromQL string."""
-    escaped = [re.sub(r"([\\^$*+?.()|\[\]{}])", r"\\\1", v) for v in values]
-    joined = escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
-    return joined.replace("\\", "\\\\")
-
-
-def interpolate(expr: str, variables: dict[str, str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name in GRAFANA_BUILTINS:
-            return GRAFANA_BUILTINS[name]
-        if name in variables:
-            return variables[name]
-        raise AssertionError(f"unknown variable ${name} in {expr}")
-
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", replace, expr)
-
-
 def variable_sets(all_values: dict[str, str], instance: str) -> dict[str, dict[str, str]]:
     return {
         # The operator picked the job, the host and both probes.
         "selected": {
-            "job": _regex_value(["pqd"]),
-            "instance": _regex_value([instance]),
-            "probe": _regex_value(list(PROBES)),
+            "job": regex_value(["pqd"]),
+            "instance": regex_value([instance]),
+            "probe": regex_value(list(PROBES)),
         },
         # The dashboard's default: "All" everywhere, which Grafana sends as the variable's
         # allValue (not as the list of values).

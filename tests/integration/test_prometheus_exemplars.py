@@ -20,26 +20,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.pqd_process import PqdProcess, running_pqd
-from tests.integration.prometheus_process import ROOT, Prometheus, running_prometheus, wait_until
-from tests.integration.test_prometheus_dashboards import interpolate
+from tests.helpers.configs import quick_probe
+from tests.helpers.dashboards import interpolate
+from tests.helpers.pqd_process import PqdProcess, running_pqd
+from tests.helpers.prometheus_process import ROOT, Prometheus, running_prometheus
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 PROBE = "ex"
-PQD_CONFIG = f"""\
-log_format = "logfmt"
-
-[probes.{PROBE}]
-start_method = "forkserver"
-workers = 2
-queue_maxsize = 3
-rounds = 2
-items_per_producer = 5
-job_pause = "0s"
-timeout = "30s"
-interval = "1s"
-"""
+PQD_CONFIG = 'log_format = "logfmt"\n\n' + quick_probe(PROBE)
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 DATASOURCE_FILE = ROOT / "grafana/provisioning/datasources/prometheus.yaml"
 DASHBOARD_DIR = ROOT / "grafana/dashboards"

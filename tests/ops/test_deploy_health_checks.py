@@ -24,11 +24,11 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import bcrypt
 import pytest
 import yaml
-from ops_support import KUBERNETES_DIR, ROOT, load_yaml_documents
 
-from pqd.http_auth import AUTH_EXEMPT_PATHS
-from pqd.server import HttpServer
-from tests.tls_support import make_ca, make_leaf
+from pqd.http.auth import AUTH_EXEMPT_PATHS
+from pqd.http.server import HttpServer
+from tests.helpers.ops import KUBERNETES_DIR, ROOT, load_yaml_documents
+from tests.helpers.tls import make_ca, make_leaf
 
 DOCKERFILE = ROOT / "deploy/Dockerfile"
 COMPOSE_FILE = ROOT / "deploy/docker-compose.yml"
@@ -154,7 +154,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_health_endpoints_are_exempt_from_basic_auth() -> None:
-    # What lets the HEALTHCHECK and the kubelet go without credentials (src/pqd/server.py).
+    # What lets the HEALTHCHECK and the kubelet go without credentials (src/pqd/http/server.py).
     assert {"/-/healthy", "/-/ready"} <= AUTH_EXEMPT_PATHS
 
 

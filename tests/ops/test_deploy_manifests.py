@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_support import (
+
+from pqd.results import FAILURE_REASONS
+from tests.helpers.ops import (
     ALERTS_FILE,
     CONTRACT_LABELS,
     CONTRACT_METRICS,
@@ -31,8 +33,6 @@ from ops_support import (
     pqd_metric_names,
     run,
 )
-
-from pqd.results import FAILURE_REASONS
 
 GRAFANA_GENERATOR = ROOT / "grafana/generate.py"
 KUBERNETES_GENERATOR = KUBERNETES_DIR / "generate.py"
@@ -329,7 +329,7 @@ def test_every_query_uses_the_shared_selectors() -> None:
 
 
 def test_dashboard_answers_the_operator_questions() -> None:
-    # Issue 4's list, as the metric each answer needs.
+    # What an operator asks of the dashboard, as the metric each answer needs.
     exprs = "\n".join(t["expr"] for _, t in targets())
     for needed in (
         "pqd_last_cycle_success{",

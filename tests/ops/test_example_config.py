@@ -6,10 +6,9 @@ import re
 import sys
 import tomllib
 
-from ops_support import ROOT, describe, run
-
-from pqd.config import GLOBAL_FIELDS, PROBE_FIELDS
-from pqd.config_doc import example_config
+from pqd.config.doc import example_config
+from pqd.config.load import GLOBAL_FIELDS, PROBE_FIELDS
+from tests.helpers.ops import ROOT, describe, run
 
 CONFIG = ROOT / "systemd/pqd.toml"
 # The keys pqd's own loader accepts (it rejects any other, so the example can use no more).
@@ -42,7 +41,7 @@ def test_example_config_is_written_from_the_settings_table() -> None:
     # ProbeConfig: a setting added there and not here fails this.
     assert CONFIG.read_text(encoding="utf-8") == example_config(), (
         "systemd/pqd.toml differs from the settings table; run: "
-        "python -m pqd.config_doc > systemd/pqd.toml (then deploy/kubernetes/generate.py)"
+        "python -m pqd.config.doc > systemd/pqd.toml (then deploy/kubernetes/generate.py)"
     )
 
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ops_support import ROOT, describe, require_tool, run
+
+from tests.helpers.ops import ROOT, describe, require_tool, run
 
 UNIT = ROOT / "systemd/pqd.service"
 MAX_EXPOSURE = 2.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pqd.cli import main
-from pqd.config import MAX_CONFIG_BYTES
+from pqd.config.load import MAX_CONFIG_BYTES
 
 FLAG_CASES = [
     (["once", "--workers", "0"], "--workers", "0"),
@@ -189,12 +189,13 @@ def test_check_config_also_checks_the_web_config(
 def test_the_commands_load_as_load_config_does() -> None:
     """`PQD_JOB_PAUSE=20s pqd run --timeout 10m` was refused by the command line's own loader
     (environment validated alone) while load_config, validating both together, accepted it."""
-    from pqd.cli import _build_parser, load
-    from pqd.config import load_config
+    from pqd.cli import _build_parser
+    from pqd.cli import load_config as load_from_args
+    from pqd.config.load import load_config
 
     environ = {"PQD_JOB_PAUSE": "20s"}
     for command in ("run", "once"):
         args = _build_parser().parse_args([command, "--timeout", "10m"])
-        loaded = load(args, environ)
+        loaded = load_from_args(args, environ)
         assert loaded == load_config(None, environ, {"timeout": "10m"})
         assert loaded.probes[0].timeout == 600.0

@@ -9,7 +9,7 @@ import bcrypt
 import pytest
 
 from pqd.cli import main
-from pqd.webconfig import web_config_from_yaml
+from pqd.http.webconfig import web_config_from_yaml
 
 
 class FakeStdin(io.TextIOWrapper):

@@ -1,6 +1,6 @@
 """The shape a reader can hold in their head (CONTRIBUTING.md), over the whole package: no
 module over MAX_MODULE_LINES lines, no function over MAX_FUNCTION_LINES, every subpackage's
-``__init__.py`` empty. Counted from the source
+``__init__.py`` empty, and at most MAX_TOP_LEVEL modules at the top. Counted from the source
 text, so a change that breaks it is named here, not found in review; each check is shown to
 fail on a violation planted in a copy of the tree."""
 
@@ -15,8 +15,12 @@ from tests.helpers.code_tree import (
     SRC,
     long_functions,
     long_modules,
+    modules,
     non_empty_inits,
 )
+
+#: The rest lives in subpackages named by concern (docs/design.md §4).
+MAX_TOP_LEVEL = 15
 
 
 def test_no_module_is_over_the_limit() -> None:
@@ -27,8 +31,10 @@ def test_no_function_is_over_the_limit() -> None:
     assert not long_functions(), f"functions over {MAX_FUNCTION_LINES} lines: {long_functions()}"
 
 
-def test_subpackages_have_empty_inits() -> None:
+def test_subpackages_have_empty_inits_and_the_top_level_is_small() -> None:
     assert not non_empty_inits()
+    top = [m.name for m in modules() if "." not in m.name]
+    assert len(top) <= MAX_TOP_LEVEL, top
 
 
 def _copy(tmp_path: Path) -> Path:

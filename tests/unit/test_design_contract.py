@@ -8,8 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
-from tests.contract import DESIGN_FAMILIES
 from tests.helpers.code_tree import SRC, modules, upward_imports
+from tests.helpers.contract import DESIGN_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN = ROOT / "docs/design.md"

@@ -12,7 +12,7 @@ from pqd.results import (
     result_from_dict,
     result_to_dict,
 )
-from tests.factories import seed_shaped_result, tallied
+from tests.helpers.factories import seed_shaped_result, tallied
 
 JOB = JobReport(
     kind="producer",

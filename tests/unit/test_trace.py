@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pqd.trace import render_summary
-from tests.factories import seed_shaped_result
+from tests.helpers.factories import seed_shaped_result
 
 #: The summary's keys before the per-probe runner, in order; scripts (and test_cli_once) parse
 #: them, so they stay first and in this order.
@@ -91,7 +91,7 @@ def test_a_large_cycle_traces_what_was_kept_and_says_what_was_not() -> None:
 
     from pqd.bounds import TRACE_ITEMS
     from pqd.trace import render_trace
-    from tests.unit.test_metrics import job
+    from tests.helpers.factories import job
 
     names = tuple(chr(ord("A") + i) for i in range(TRACE_ITEMS))
     producer = replace(job("producer", 1, 1), items=names, item_count=1000, full_events=500)

@@ -1,0 +1,140 @@
+"""A probe's runner: ``python -m pqd.runner.main``, one child process of pqd per probe
+(docs/design.md §1a).
+
+It is the seed's "MainProcess": it owns the probe's Manager, Pool and, under forkserver, its own
+forkserver and resource tracker, and runs one cycle each time pqd asks. It stays up between
+cycles (a warm forkserver keeps a cycle cheap) and streams what happens to pqd as JSON lines on
+an inherited pipe, so pqd can enforce the deadline from outside and kill the whole tree.
+
+Protocol (one JSON object per line):
+
+* pqd -> runner, on stdin: ``{"cycle": {ProbeConfig fields}, "cycle_id": "..."}``. EOF: stop.
+* runner -> pqd, on the events pipe: ``{"event": "ready", "pid": N}`` once, then per cycle
+  ``begun``, ``processes``, ``job`` (one per finished job), ``failing`` (if it fails) and
+  ``result`` (the whole CycleResult).
+
+Top-level imports are the standard library only: every spawn child of the runner re-imports
+this module as its ``__mp_main__``, and pays for whatever it imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import threading
+from typing import IO, Any
+
+#: Longest command line pqd sends (a ProbeConfig is a few hundred bytes).
+MAX_COMMAND_BYTES = 64 * 1024
+
+
+class _EventStream:
+    """The CycleObserver that writes each event to pqd as one JSON line."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, **fields}, separators=(",", ":"))
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
+        self.send("begun", host_pid_count=host_pid_count, helpers=helpers)
+
+    def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
+        self.send("processes", manager=manager_pid, workers=list(worker_pids))
+
+    def job_finished(self, report: Any) -> None:
+        import dataclasses
+
+        self.send("job", report=dataclasses.asdict(report))
+
+    def failing(self, reason: str, detail: str) -> None:
+        self.send("failing", reason=reason, detail=detail)
+
+
+def _kill_own_tree(cgroup_dir: str | None) -> None:
+    from pqd.runner import containment
+
+    group = None if cgroup_dir is None else containment.ProbeCgroup(cgroup_dir)
+    containment.kill_tree(os.getpid(), group, include_root=False)
+
+
+def _die_with_pqd(pqd_pid: int, cgroup_dir: str | None) -> None:
+    """Kill the whole tree and exit as soon as pqd exits, however it exits (a pidfd becomes
+    readable then; a blocked thread costs nothing until it does)."""
+    try:
+        pidfd = os.pidfd_open(pqd_pid)
+    except OSError:
+        pidfd = -1
+
+    def watch() -> None:
+        if pidfd >= 0:
+            select.select([pidfd], [], [])
+        else:
+            while os.getppid() == pqd_pid:
+                threading.Event().wait(0.5)
+        _kill_own_tree(cgroup_dir)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pqd-runner-death-watch", daemon=True).start()
+
+
+def _serve(events: IO[str], cgroup_dir: str | None) -> int:
+    from pqd.probe import ProbeConfig
+    from pqd.results import result_to_dict
+    from pqd.runner import stacks
+    from pqd.runner.containment import ProbeCgroup
+    from pqd.runner.cycle import run_cycle
+
+    stacks_dir = os.environ.get(stacks.STACKS_DIR_ENV)
+    group = None if cgroup_dir is None else ProbeCgroup(cgroup_dir)
+    stream = _EventStream(events)
+    stream.send("ready", pid=os.getpid())
+    for line in sys.stdin:
+        if len(line) > MAX_COMMAND_BYTES:
+            stream.send("error", detail=f"command longer than {MAX_COMMAND_BYTES} bytes")
+            return 2
+        command = json.loads(line)
+        probe = ProbeConfig(**command["cycle"])
+        result = run_cycle(probe, observer=stream, cycle_id=command["cycle_id"], cgroup=group)
+        stream.send("result", result=result_to_dict(result))
+        if stacks_dir:
+            stacks.prune(stacks_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pqd.runner.main")
+    parser.add_argument("--events-fd", type=int, required=True)
+    parser.add_argument("--pqd-pid", type=int, required=True)
+    parser.add_argument("--cgroup", default=None, help="join this cgroup v2 directory first")
+    args = parser.parse_args(argv)
+
+    from pqd.runner import containment, stacks
+
+    stacks.install()
+    if args.cgroup is not None:
+        containment.ProbeCgroup(args.cgroup).join()
+    # Orphans of the tree (double-forked, setsid() ones included) re-parent to the runner.
+    containment.become_child_subreaper()
+    _die_with_pqd(args.pqd_pid, args.cgroup)
+    os.set_inheritable(args.events_fd, False)
+    with os.fdopen(args.events_fd, "w", encoding="utf-8") as events:
+        try:
+            return _serve(events, args.cgroup)
+        except BrokenPipeError:
+            return 1  # pqd went away mid-write; the death watch cleans up
+        finally:
+            _kill_own_tree(args.cgroup)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

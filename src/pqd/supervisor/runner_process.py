@@ -1,0 +1,134 @@
+"""pqd's handle on one runner process (pqd.runner.main): starting it, sending it a cycle, and
+reading the JSON lines it streams back, never blocking past a deadline (docs/design.md §1a)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pqd.probe import ProbeConfig
+from pqd.runner import stacks
+from pqd.runner.containment import ProbeCgroup
+
+#: How long a runner may take to start (interpreter + imports) before the cycle fails.
+START_SECONDS = 10.0
+#: A line from the runner longer than this ends the cycle (pqd's memory stays bounded).
+MAX_EVENT_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class RunnerProcess:
+    proc: subprocess.Popen[bytes]
+    events: int  # read end of the runner's event pipe
+    pidfd: int | None  # readable once the runner exits; None without pidfd support
+    group: ProbeCgroup | None
+    stacks_dir: str  # where its tree's processes write their stack dumps (pqd.runner.stacks)
+    pending: bytearray = field(default_factory=bytearray)
+
+    @classmethod
+    def launch(
+        cls, python: str, module: str, options: list[str], group: ProbeCgroup | None
+    ) -> RunnerProcess:
+        """Start ``python -m module --events-fd N *options`` in a process group of its own (the
+        runner joins ``group`` itself, told so in ``options``). Raises OSError."""
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        stacks_dir = tempfile.mkdtemp(prefix="pqd-stacks-")
+        try:
+            proc = subprocess.Popen(
+                [python, "-m", module, "--events-fd", str(write_fd), *options],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                process_group=0,
+                env={**os.environ, stacks.STACKS_DIR_ENV: stacks_dir},
+            )
+        except BaseException:
+            os.close(read_fd)
+            shutil.rmtree(stacks_dir, ignore_errors=True)
+            raise
+        finally:
+            os.close(write_fd)
+        return cls(proc, read_fd, _pidfd(proc.pid), group, stacks_dir)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close_fds(self) -> None:
+        for fd in (self.events, self.pidfd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def send(self, probe: ProbeConfig, cycle_id: str) -> None:
+        assert self.proc.stdin is not None
+        line = json.dumps({"cycle": asdict(probe), "cycle_id": cycle_id}) + "\n"
+        self.proc.stdin.write(line.encode())
+        self.proc.stdin.flush()
+
+    def wait_readable(self, seconds: float) -> tuple[bool, bool]:
+        """(events readable, runner exited), waiting at most ``seconds``."""
+        watched = [self.events] if self.pidfd is None else [self.events, self.pidfd]
+        if self.pidfd is None:
+            seconds = min(seconds, 0.1)  # poll for the runner's exit instead
+        readable, _, _ = select.select(watched, [], [], max(seconds, 0.0))
+        exited = self.pidfd in readable if self.pidfd is not None else self.proc.poll() is not None
+        return self.events in readable, exited
+
+    def read_lines(self) -> list[str]:
+        """The complete lines readable now. EOFError once the runner closed its event pipe."""
+        data = os.read(self.events, 1 << 20)
+        if not data:
+            raise EOFError("the runner closed its event pipe")
+        self.pending += data
+        if len(self.pending) > MAX_EVENT_BYTES:
+            raise ValueError(f"the runner sent more than {MAX_EVENT_BYTES} bytes in one event")
+        *lines, rest = self.pending.split(b"\n")
+        self.pending = bytearray(rest)
+        return [line.decode() for line in lines if line]
+
+    def first_event(self, deadline: float) -> dict[str, Any] | None:
+        """The runner's first event, or None if it exited first. TimeoutError past the deadline
+        or START_SECONDS."""
+        limit = min(deadline, time.monotonic() + START_SECONDS)
+        while True:
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"runner pid {self.pid} not ready in time")
+            events_ready, exited = self.wait_readable(left)
+            if events_ready:
+                try:
+                    lines = self.read_lines()
+                except EOFError:
+                    return None
+                if lines:
+                    return dict(json.loads(lines[0]))
+            elif exited:
+                return None
+
+    def death(self, wait: float) -> tuple[str, str]:
+        """Why the cycle ends when the runner went away: helper_died, and how it died."""
+        try:
+            code = self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            return ("helper_died", f"runner pid {self.pid} closed its event pipe")
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return ("helper_died", f"runner pid {self.pid} {how}")
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # kernel < 5.3
+        return None

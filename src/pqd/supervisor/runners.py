@@ -1,0 +1,288 @@
+"""pqd's side of the per-probe runners (docs/design.md §1a): start them, hand them cycles,
+enforce each cycle's deadline from outside, and kill a probe's whole process tree when it fails.
+
+pqd's own process never creates, joins or finalises a pool: everything multiprocessing starts
+lives below a runner (pqd.runner.main), so nothing stuck there can hold pqd, and whatever a runner's
+tree does, pqd can SIGKILL all of it (its cgroup, or its process group and descendants).
+
+No threads of its own: ``run_cycle`` runs in the caller's thread (a scheduler job, or ``pqd once``)
+and waits on the runner's pipe and pidfd with the deadline as its timeout. The runner process itself
+is pqd.supervisor.runner_process; what pqd has heard of a cycle, and the result of one it had to
+end, pqd.supervisor.progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+from pqd.probe import ProbeConfig
+from pqd.results import CycleResult, StuckProcess
+from pqd.runner import containment, procs, stacks
+from pqd.runner.containment import ProbeCgroup
+from pqd.supervisor.progress import (
+    CANCELLED,
+    LiveObserver,
+    Progress,
+    blame,
+    killed_result,
+    peak_rss,
+    roles,
+    states,
+)
+from pqd.supervisor.runner_process import RunnerProcess
+
+#: How the runner is started; tests swap in a harness that replaces the jobs.
+RUNNER_MODULE = "pqd.runner.main"
+#: After the runner says a cycle is failing, how long its own teardown may take before pqd
+#: kills the tree itself (the runner's result has the better detail, so it gets a chance).
+FAILING_GRACE_SECONDS = 2.0
+#: How long killed processes get before the result is recorded. The reported duration stays
+#: within timeout + 1 s; waiting for stragglers goes on after the duration is taken.
+KILL_SECONDS = 0.5
+REAP_SECONDS = 5.0
+
+
+class Runners:
+    """Every probe's runner. Thread-safe: each probe's cycles run in their own thread."""
+
+    def __init__(
+        self,
+        cgroup_parent: str | None,
+        *,
+        python: str = sys.executable,
+        runner_module: str | None = None,
+    ) -> None:
+        self.cgroup_parent = cgroup_parent
+        self._python = python
+        self._module = runner_module or RUNNER_MODULE
+        self._lock = threading.Lock()
+        self._runners: dict[str, RunnerProcess] = {}  # idle runners, by probe
+        self._pids: set[int] = set()  # every runner not yet reaped, idle or busy
+
+    @property
+    def containment(self) -> str:
+        return "subreaper" if self.cgroup_parent is None else "cgroup"
+
+    def runner_pids(self) -> set[int]:
+        """Runners are reaped by their Popen objects, never by the orphan reaper."""
+        with self._lock:
+            return set(self._pids)
+
+    # -- lifecycle -----
+
+    def _group(self, probe: str) -> ProbeCgroup | None:
+        if self.cgroup_parent is None:
+            return None
+        return ProbeCgroup.for_probe(self.cgroup_parent, probe)
+
+    def _start(self, probe: str, deadline: float) -> RunnerProcess:
+        """Start a runner and wait for its "ready". Raises OSError or TimeoutError."""
+        group = self._group(probe)
+        if group is not None:
+            group.create()
+            group.kill()  # whatever an earlier pqd left there
+        options = ["--pqd-pid", str(os.getpid())]
+        if group is not None:
+            options += ["--cgroup", group.path]
+        runner = RunnerProcess.launch(self._python, self._module, options, group)
+        with self._lock:
+            self._pids.add(runner.pid)
+        try:
+            ready = runner.first_event(deadline)
+            if ready is None or ready.get("event") != "ready":
+                raise OSError(f"runner pid {runner.pid} exited while starting")
+        except BaseException:
+            self._kill(runner)
+            raise
+        return runner
+
+    def _take(self, probe: str) -> RunnerProcess | None:
+        with self._lock:
+            return self._runners.pop(probe, None)
+
+    def _keep(self, probe: str, runner: RunnerProcess) -> None:
+        with self._lock:
+            self._runners[probe] = runner
+
+    def retire(self, probe: str) -> None:
+        """Kill a probe's runner and everything below it (probe removed, pqd stopping)."""
+        runner = self._take(probe)
+        if runner is not None:
+            self._kill(runner)
+            if runner.group is not None:
+                runner.group.remove()
+
+    def close(self) -> None:
+        with self._lock:
+            names = list(self._runners)
+        for name in names:
+            self.retire(name)
+
+    def _kill(self, runner: RunnerProcess, wait: float = KILL_SECONDS) -> list[int]:
+        """SIGKILL the runner's whole tree; wait for it at most ``wait`` seconds; return what
+        is still there."""
+        tree = self._tree(runner)
+        containment.kill_tree(runner.pid, runner.group, include_root=True)
+        procs.kill_pids(tree)
+        deadline = time.monotonic() + wait
+        left = procs.wait_gone(tree, wait)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            runner.proc.wait(max(0.0, deadline - time.monotonic()))
+        # Killed processes write nothing more; a straggler still exiting needs no dump file.
+        shutil.rmtree(runner.stacks_dir, ignore_errors=True)
+        if runner.proc.returncode is not None:
+            with self._lock:
+                self._pids.discard(runner.pid)
+        self._reap()
+        runner.close_fds()
+        return left
+
+    def _finish_kill(self, runner: RunnerProcess, left: list[int]) -> None:
+        """After the result is taken: make sure nothing of the tree outlives it."""
+        deadline = time.monotonic() + REAP_SECONDS
+        while left and time.monotonic() < deadline:
+            procs.kill_pids(left)
+            left = procs.wait_gone(left, 0.1)
+            self._reap()
+        if runner.proc.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runner.proc.wait(max(0.0, deadline - time.monotonic()))
+        if runner.proc.returncode is not None:
+            with self._lock:
+                self._pids.discard(runner.pid)
+
+    def _tree(self, runner: RunnerProcess) -> list[int]:
+        if runner.group is not None:
+            return runner.group.pids()
+        return [runner.pid, *procs.descendants(runner.pid), *self._orphans()]
+
+    def _orphans(self) -> list[int]:
+        """pqd's children that are not runners, and their trees: what a runner that died first
+        left behind (pqd is a subreaper too, so they re-parent here and not to init).
+
+        A runner's tree is in the runner's process group, or a group of its own after setsid();
+        a child in pqd's own group is not from a runner (a program embedding Runners may have
+        children of its own, e.g. its own forkserver) and is left alone."""
+        found = []
+        for pid in self._foreign_children():
+            if procs.state(pid) != "Z":
+                found += [pid, *procs.descendants(pid)]
+        return found
+
+    def _foreign_children(self) -> list[int]:
+        runners, own, own_group = self.runner_pids(), os.getpid(), os.getpgrp()
+        found = []
+        for pid, ppid in procs.parent_pids().items():
+            if ppid != own or pid in runners:
+                continue
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) != own_group:
+                    found.append(pid)
+        return found
+
+    def _reap(self) -> None:
+        """Reap the zombies of runner trees that re-parented to pqd (and only those)."""
+        for pid in self._foreign_children():
+            if procs.state(pid) == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
+    # -- one cycle -----
+
+    def run_cycle(
+        self,
+        probe: ProbeConfig,
+        *,
+        observer: LiveObserver | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CycleResult:
+        """Run one cycle of ``probe`` in its runner. Never raises for probe failures; the
+        result's duration never exceeds ``probe.timeout`` + 1 s."""
+        progress = Progress(probe, uuid.uuid4().hex[:12], time.time(), time.monotonic())
+        deadline = progress.t0 + probe.timeout
+        runner = self._take(probe.name)
+        if runner is not None and runner.proc.poll() is not None:
+            self._kill(runner)  # died between cycles: start afresh
+            runner = None
+        if runner is None:
+            try:
+                runner = self._start(probe.name, deadline)
+            except (OSError, TimeoutError) as exc:
+                return killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
+        cpu_before = runner.group.cpu_seconds() if runner.group is not None else None
+        try:
+            runner.send(probe, progress.cycle_id)
+            ended = self._follow(runner, progress, deadline, observer, cancel)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A broken pipe, or an event that is not what this pqd's runner sends.
+            ended = ("helper_died", f"runner pid {runner.pid}: {type(exc).__name__}: {exc}")
+        except BaseException:
+            self._finish_kill(runner, self._kill(runner))  # never leave a tree unowned
+            raise
+        result = progress.result
+        if result is not None and result.success:
+            self._keep(probe.name, runner)
+            return result
+        # A failed cycle: kill the whole tree; the next cycle gets a fresh runner.
+        tree = self._tree(runner)
+        tree_states = states(tree)
+        rss = peak_rss(list(tree_states))
+        stuck: tuple[StuckProcess, ...] = ()
+        if result is None and ended is not None and ended[1] != CANCELLED:
+            named = roles(runner, progress, tree)
+            stuck = stacks.capture(named, runner.stacks_dir, ask=probe.capture_stacks)
+        # What the capture took comes out of the kill's wait: the result stays within
+        # timeout + 1 s (stragglers are still waited for, after the result is taken).
+        left = self._kill(runner, max(0.05, min(KILL_SECONDS, deadline + 0.9 - time.monotonic())))
+        if result is None:
+            reason, detail = ended or ("timeout", "")
+            reason, detail = blame(runner, tree_states, reason, detail, progress)
+            cpu_after = runner.group.cpu_seconds() if runner.group is not None else None
+            cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+            result = killed_result(progress, reason, detail, runner, cpu, rss or None, stuck)
+        self._finish_kill(runner, left)
+        return result
+
+    def _follow(
+        self,
+        runner: RunnerProcess,
+        progress: Progress,
+        deadline: float,
+        observer: LiveObserver | None,
+        cancel: threading.Event | None,
+    ) -> tuple[str, str] | None:
+        """Read the runner's events until its result, its death, or the deadline. Returns why
+        pqd must end the cycle itself, or None once the result is in."""
+        while True:
+            now = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                return ("timeout", CANCELLED)
+            if now >= deadline:
+                return progress.failing or ("timeout", "")
+            until = deadline
+            if progress.failing_at is not None:
+                until = min(until, progress.failing_at + FAILING_GRACE_SECONDS)
+                if now >= until:
+                    return progress.failing
+            # A stop request is an Event, not a file descriptor: look at it now and then.
+            wait = min(until - now, 0.05) if cancel is not None else until - now
+            events_ready, exited = runner.wait_readable(wait)
+            if events_ready:
+                try:
+                    lines = runner.read_lines()
+                except EOFError:
+                    return runner.death(KILL_SECONDS)
+                for line in lines:
+                    progress.apply(json.loads(line), observer)
+                    if progress.result is not None:
+                        return None
+            elif exited:
+                return runner.death(KILL_SECONDS)

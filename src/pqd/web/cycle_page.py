@@ -1,0 +1,177 @@
+"""/cycles/ID: one cycle's summary, where it was stuck, its leaks, phases, jobs and trace."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pqd.results import PHASES, CycleResult, StuckProcess
+from pqd.runner.stacks import STATE_MEANINGS
+from pqd.web import markup
+
+# A leaked process's command line can be as long as the kernel allows; the page shows this much.
+_MAX_COMMAND_LENGTH: Final = 1000
+
+
+def process_state(letter: str) -> str:
+    """ "T" -> "T (stopped)"; a letter proc(5) does not list is shown as it is."""
+    meaning = STATE_MEANINGS.get(letter)
+    return letter if meaning is None else f"{letter} ({meaning})"
+
+
+def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
+    return [
+        ("cycle id", r.cycle_id),
+        ("probe", r.probe),
+        ("result", markup.outcome(r)),
+        ("detail", r.detail),
+        ("started (UTC)", markup.utc(r.started_at)),
+        ("ended (UTC)", markup.utc(r.ended_at)),
+        ("duration", markup.seconds(r.duration_seconds)),
+        (
+            "CPU (whole tree)",
+            "not measured" if r.cpu_seconds is None else markup.seconds(r.cpu_seconds),
+        ),
+        (
+            "peak RSS (largest process)",
+            "not measured" if r.max_rss_bytes is None else f"{r.max_rss_bytes / 2**20:.1f} MiB",
+        ),
+        ("start method", r.start_method),
+        ("containment", r.containment),
+        ("workers", str(r.workers_configured)),
+        ("queue capacity", str(r.queue_capacity)),
+        ("rounds", str(r.rounds)),
+        ("items per producer", str(r.items_per_producer)),
+        ("main process", f"{r.main_pid} {r.main_process_name}"),
+        ("jobs completed", str(r.jobs_completed)),
+        ("jobs failed", str(r.jobs_failed)),
+        ("full-queue events", str(r.queue_full_events)),
+        ("items put / got", f"{r.items_put} / {r.items_got}"),
+        ("deepest queue", str(r.queue_depth_max)),
+        (
+            "host pid count before / during / after",
+            f"{r.host_pid_count_before} / {r.host_pid_count_during} / {r.host_pid_count_after}",
+        ),
+        ("pid count delta", f"{r.pid_count_delta:+d}"),
+        ("leaked processes", str(r.leaked_processes)),
+        ("leaked pids", " ".join(str(p) for p in r.leaked_pids) or "none"),
+        ("helpers started", ", ".join(f"{h.role} {h.pid}" for h in r.helpers_started) or "none"),
+    ]
+
+
+def cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
+    r = result
+    # The known phases in cycle order, then anything else a newer cycle module might report.
+    phase_names: list[str] = [p for p in PHASES if p in r.phase_seconds]
+    phase_names += sorted(p for p in r.phase_seconds if p not in PHASES)
+    phases = [(p, markup.seconds(r.phase_seconds[p])) for p in phase_names]
+    back = (
+        f"<p>{markup.link(markup.probe_href(base, r.probe), f'Probe {r.probe}')} · "
+        f'<a href="{markup.escape(base)}/">Back to the recent cycles</a></p>'
+    )
+    parts = [
+        f"<h2>Cycle <code>{markup.escape(r.cycle_id)}</code></h2>",
+        back,
+        markup.kv_table(_summary_rows(r)),
+        *stuck_section(r),
+        *(["<h3>Leaked processes</h3>", _leaked_table(r)] if r.leaked_pids else []),
+        "<h3>Phases</h3>",
+        markup.kv_table(phases) if phases else "<p>No phase was reached.</p>",
+        "<h3>Jobs</h3>",
+        _jobs_table(r) if r.jobs else "<p>No job reported back.</p>",
+        "<h3>Trace</h3>",
+        f'<pre class="trace">{markup.escape(chr(10).join(trace))}</pre>',
+    ]
+    return markup.page(f"pqd: cycle {r.cycle_id}", base, "\n".join(parts))
+
+
+def stuck_section(result: CycleResult) -> list[str]:
+    """ "Where it was stuck": the failed cycle's live processes, their stacks, the job's
+    traceback. Nothing for a successful cycle."""
+    if result.success:
+        return []
+    parts = ['<h3 id="stuck">Where it was stuck</h3>']
+    if not result.stuck and not result.job_traceback:
+        parts.append("<p>Nothing was captured.</p>")
+        return parts
+    if result.stuck:
+        parts.append(_stuck_table(result.stuck))
+    for process in result.stuck:
+        if process.stack is not None:
+            parts.append(f"<h4>Stack of pid {process.pid} ({markup.escape(process.role)})</h4>")
+            parts.append(f'<pre class="stack">{markup.escape(process.stack)}</pre>')
+    if result.job_traceback:
+        parts.append("<h4>Traceback of the failed job</h4>")
+        parts.append(f'<pre class="traceback">{markup.escape(result.job_traceback)}</pre>')
+    return parts
+
+
+def _stuck_table(processes: tuple[StuckProcess, ...]) -> str:
+    header = "".join(
+        f"<th>{h}</th>" for h in ("PID", "Role", "State", "Waiting in (wchan)", "Note")
+    )
+    rows = "".join(
+        f'<tr><td class="num">{p.pid}</td><td>{markup.escape(p.role)}</td>'
+        f"<td>{markup.escape(process_state(p.state))}</td><td><code>{markup.escape(p.wchan)}</code></td>"
+        f'<td class="note">{markup.escape(p.note)}</td></tr>'
+        for p in processes
+    )
+    return markup.scrolling(f'<table class="stuck"><tr>{header}</tr>{rows}</table>')
+
+
+def _jobs_table(result: CycleResult) -> str:
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "#",
+            "Round",
+            "Kind",
+            "PID",
+            "Process",
+            "Alive",
+            "Parent",
+            "Host pids",
+            "Items",
+            "Full events",
+            "Queue ops",
+            "Depth after",
+            "Workers after",
+            "Error",
+        )
+    )
+    rows = []
+    for job in result.jobs:
+        more = job.item_count - len(job.items)
+        cells = (
+            job.job_counter,
+            job.round,
+            job.kind,
+            job.pid,
+            job.process_name,
+            "yes" if job.is_alive else "no",
+            job.parent_pid,
+            job.host_pid_count,
+            " ".join(job.items) + (f" (+{more} more)" if more > 0 else ""),
+            job.full_events,
+            sum(job.operation_counts),
+            job.queue_depth_after,
+            job.workers_live_after,
+            job.error or "",
+        )
+        row_class = ' class="failed"' if job.error else ""
+        rows.append(
+            f"<tr{row_class}>" + "".join(f"<td>{markup.escape(c)}</td>" for c in cells) + "</tr>"
+        )
+    return markup.scrolling(f"<table><tr>{header}</tr>{''.join(rows)}</table>")
+
+
+def _leaked_table(result: CycleResult) -> str:
+    """Each leaked pid with its command line (escaped: a process names itself what it likes)."""
+    commands = list(result.leaked_commands)
+    commands += [""] * (len(result.leaked_pids) - len(commands))  # a result without them
+    rows = "".join(
+        f'<tr><td class="num">{pid}</td>'
+        f"<td><code>{markup.escape(markup.cut(cmd, _MAX_COMMAND_LENGTH)) or 'unknown'}"
+        "</code></td></tr>"
+        for pid, cmd in zip(result.leaked_pids, commands, strict=False)
+    )
+    return markup.scrolling(f"<table><tr><th>PID</th><th>Command line</th></tr>{rows}</table>")
