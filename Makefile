@@ -7,8 +7,16 @@ APT_PACKAGES := prometheus chromium systemd fonts-wqy-microhei wrk prometheus-no
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PREFIX ?= /opt/pqd
+# The one place the version is written; the image is tagged with it (deploy/kubernetes/generate.py).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: run test lint typecheck system-deps install clean
+.DEFAULT_GOAL := help
+.PHONY: help run test unit lint typecheck system-deps install image clean
+
+## help: list the targets
+help:
+	@awk '/^## / { sub(/^## /, ""); i = index($$0, ": "); \
+	  printf "  make %-12s %s\n", substr($$0, 1, i - 1), substr($$0, i + 2) }' $(MAKEFILE_LIST)
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,16 +49,22 @@ system-deps:
 	@-$(SUDO) systemctl stop prometheus >/dev/null 2>&1 || true
 	@-$(SUDO) systemctl stop prometheus-node-exporter >/dev/null 2>&1 || true
 
+## lint: ruff check and ruff format --check, as make test runs them
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks grafana deploy
 	$(BIN)/ruff format --check src tests benchmarks grafana deploy
 
+## typecheck: mypy --strict src, as make test runs it
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src
 
 ## test: install everything the tests need, then lint, type-check and run the whole suite
 test: system-deps lint typecheck
 	$(BIN)/pytest
+
+## unit: the unit tests alone (plain data and a few real pools; seconds)
+unit: $(VENV)/.test-installed
+	$(BIN)/pytest -q tests/unit
 
 ## install: pqd in $(PREFIX), /usr/local/bin/pqd, the systemd unit and (if absent) the config
 install:
@@ -64,5 +78,10 @@ install:
 	/usr/local/bin/pqd check-config /etc/pqd/pqd.toml
 	-systemctl daemon-reload
 
+## image: build the container image pqd:$(VERSION) (deploy/Dockerfile; needs a Docker engine)
+image:
+	docker build -f deploy/Dockerfile -t pqd:$(VERSION) .
+
+## clean: remove the virtualenv and the tools' caches
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
