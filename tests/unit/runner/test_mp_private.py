@@ -126,7 +126,7 @@ def test_manager_process_is_the_process_that_serves_it(
 
 
 def test_stop_replacing_workers_leaves_a_killed_worker_dead(
-    pool: multiprocessing.pool.Pool,
+    ctx: multiprocessing.context.ForkServerContext, pool: multiprocessing.pool.Pool
 ) -> None:
     assert private(pool, "Pool", "_worker_handler._state") == multiprocessing.pool.RUN
     (worker,) = mp_private.pool_workers(pool)
@@ -141,6 +141,10 @@ def test_stop_replacing_workers_leaves_a_killed_worker_dead(
     handler.join(10)
     assert not handler.is_alive()
     assert mp_private.pool_workers(pool) == [worker], "a replacement was started"
+    # An idle worker waits in the task queue's get() holding its read lock; killed there, it
+    # leaves the lock held and terminate() would wait for it forever (gh-66587). pqd's
+    # teardown swaps the locks first; so does this test before the fixture terminates.
+    mp_private.replace_queue_locks(pool, ctx.Lock)
 
 
 def test_replace_queue_locks_puts_new_locks_in_place(
