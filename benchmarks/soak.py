@@ -294,6 +294,9 @@ def main() -> int:
         and tracebacks == 0
         and (args.quick or memory_ok)
     )
+    if tracebacks:
+        at = log_text.index("Traceback")
+        print("\nthe first traceback in the log:\n" + log_text[max(0, at - 300) : at + 2500])
     print(f"\nresult: {'PASS' if ok else 'FAIL'} (pid {os.getpid()})")
     return 0 if ok else 1
 
