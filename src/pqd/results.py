@@ -156,6 +156,31 @@ class StuckProcess:
 
 
 @dataclass(frozen=True)
+class Headroom:
+    """The probe's room in each resource multiprocessing needs, as its runner sees it when a
+    cycle begins (docs/design.md §2, "Headroom"). Where nothing limits a resource its limit is
+    the kernel's or the host's, never a magic number; ``*_source`` says which it is."""
+
+    shm_size_bytes: int  # statvfs("/dev/shm"); 0 when it is absent
+    shm_available_bytes: int  # what an unprivileged writer may still use; 0 absent/read-only
+    shm_objects: int  # entries in /dev/shm
+    pids_limit: int  # tightest pids.max of the cgroup ancestry, else the kernel's
+    pids_current: int  # that cgroup's pids.current, else every task on the host
+    pids_source: str  # "cgroup v1 DIR", "cgroup v2 DIR" or "kernel"
+    memory_limit_bytes: int  # tightest memory limit of the ancestry, else the host's memory
+    memory_usage_bytes: int  # that cgroup's usage, else the host's MemTotal - MemAvailable
+    memory_source: str  # "cgroup v1 DIR", "cgroup v2 DIR" or "host"
+    open_files_limit: int  # soft RLIMIT_NOFILE; unlimited reads as the kernel's fs.nr_open
+    cpu_quota_cores: float  # tightest CPU quota of the ancestry, else the runner's CPUs
+    cpu_source: str  # "cgroup v1 DIR", "cgroup v2 DIR" or "affinity"
+    cpu_count: int  # what Pool() with no size would start, in the probe's interpreter
+    tmpdir_usable: bool  # an AF_UNIX socket of multiprocessing's length binds in the temp dir
+    tmpdir: str  # the temp dir multiprocessing would use
+    tmpdir_problem: str  # why it is not usable ("" if it is)
+    read_seconds: float  # what reading all of this took
+
+
+@dataclass(frozen=True)
 class CycleResult:
     """Everything one cycle of one probe saw. Plain data; the cycle never touches Prometheus."""
 
@@ -202,6 +227,12 @@ class CycleResult:
     # killed (empty for successes), and, for job_error, the worker's traceback as text.
     stuck: tuple[StuckProcess, ...] = ()
     job_traceback: str | None = None
+    # Headroom (docs/design.md §2): read as the cycle began; None if the runner sent none.
+    headroom: Headroom | None = None
+    # Named semaphores and shared-memory blocks the cycle left in /dev/shm, and the most file
+    # descriptors one process of the tree held; None when not measured.
+    leaked_shm_objects: int | None = None
+    max_open_files: int | None = None
 
     @property
     def pid_count_delta(self) -> int:
@@ -272,6 +303,8 @@ def result_from_dict(data: Mapping[str, Any]) -> CycleResult:
     fields["leaked_commands"] = tuple(fields.get("leaked_commands", ()))
     fields["phase_seconds"] = dict(fields["phase_seconds"])
     fields["stuck"] = tuple(StuckProcess(**p) for p in fields.get("stuck", ()))
+    if fields.get("headroom") is not None:
+        fields["headroom"] = Headroom(**fields["headroom"])
     for name in ("put_operations", "get_operations"):
         raw = fields.get(name) or {}
         fields[name] = Operations(tuple(raw.get("counts", ())), float(raw.get("total", 0.0)))

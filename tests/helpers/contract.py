@@ -23,6 +23,20 @@ CONTRACT_GAUGES = frozenset(
         "pqd_last_cycle_timestamp_seconds",
         "pqd_last_cycle_success_timestamp_seconds",
         "pqd_host_pid_count",
+        # Headroom (docs/design.md §2).
+        "pqd_shm_size_bytes",
+        "pqd_shm_available_bytes",
+        "pqd_shm_objects",
+        "pqd_last_cycle_leaked_shm_objects",
+        "pqd_pids_limit",
+        "pqd_pids_current",
+        "pqd_memory_limit_bytes",
+        "pqd_memory_usage_bytes",
+        "pqd_open_files_limit",
+        "pqd_last_cycle_max_open_files",
+        "pqd_cpu_quota_cores",
+        "pqd_cpu_count",
+        "pqd_tmpdir_usable",
     }
 )
 CONTRACT_COUNTERS = frozenset(

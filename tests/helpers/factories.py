@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pqd.results import CycleResult, JobLedger, JobReport
+from pqd.results import CycleResult, Headroom, JobLedger, JobReport
 from pqd.runner.jobs import Tally
 
 
@@ -118,3 +118,29 @@ def seed_jobs(rounds: int = 5) -> tuple[JobReport, ...]:
         jobs.append(job("producer", rnd, 2 * rnd - 1))
         jobs.append(job("consumer", rnd, 2 * rnd))
     return tuple(jobs)
+
+
+def tight_headroom(**overrides: Any) -> Headroom:
+    """A probe close to every limit ("pids 1,950 of 2,048", "/dev/shm 3 MB free of 64");
+    ``overrides`` replace any field."""
+    fields: dict[str, Any] = dict(
+        shm_size_bytes=64 << 20,
+        shm_available_bytes=3 << 20,
+        shm_objects=12,
+        pids_limit=2048,
+        pids_current=1950,
+        pids_source="cgroup v2 /sys/fs/cgroup/app",
+        memory_limit_bytes=1 << 30,
+        memory_usage_bytes=900 << 20,
+        memory_source="cgroup v1 /sys/fs/cgroup/memory/app",
+        open_files_limit=1024,
+        cpu_quota_cores=0.5,
+        cpu_source="cgroup v1 /sys/fs/cgroup/cpu/app",
+        cpu_count=20,
+        tmpdir_usable=False,
+        tmpdir="/tmp/" + "x" * 80,
+        tmpdir_problem="binding 117-character socket path: AF_UNIX path too long",
+        read_seconds=0.001,
+    )
+    fields.update(overrides)
+    return Headroom(**fields)

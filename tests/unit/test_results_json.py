@@ -12,7 +12,7 @@ from pqd.results import (
     result_from_dict,
     result_to_dict,
 )
-from tests.helpers.factories import seed_shaped_result, tallied
+from tests.helpers.factories import seed_shaped_result, tallied, tight_headroom
 
 JOB = JobReport(
     kind="producer",
@@ -52,6 +52,9 @@ def test_a_result_survives_json_exactly() -> None:
             StuckProcess(805, "Manager", "S", "", 'Current thread 0x1:\n  File "m.py", line 2', ""),
         ),
         job_traceback="Traceback (most recent call last):\nValueError: x\n",
+        headroom=tight_headroom(),
+        leaked_shm_objects=6,
+        max_open_files=31,
     )
 
     assert result_from_dict(json.loads(json.dumps(result_to_dict(result)))) == result

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pqd.results import CONTAINMENTS, FAILURE_REASONS, PHASES, CycleResult, Operations
+from pqd.results import CONTAINMENTS, FAILURE_REASONS, PHASES, CycleResult, Headroom, Operations
 
 #: Why a due cycle did not run. ``overlap``: it was due while the previous cycle of that probe was
 #: still running (APScheduler's max_instances=1 skips, never queues). ``missed``: the scheduler
@@ -128,6 +128,26 @@ def _operations(result: CycleResult) -> list[Reading]:
     # Bucketed by the workers already (pqd.bounds): a cycle is a few numbers. No counts: none
     # were measured.
     return [((op,), ops) for op in OPERATIONS if (ops := result.operations(op)).counts]
+
+
+# The HELP suffix of a headroom gauge (docs/design.md §2, "Headroom").
+_BEGAN = " (read by the probe's runner as the most recent completed cycle began)"
+
+
+def _headroom(
+    name: str, help: str, read: Callable[[Headroom], float], kind: Kind = "gauge"
+) -> ProbeSeries:
+    """A headroom gauge; a result without headroom, or a value that could not be read (< 0),
+    keeps the previous value. ``kind`` "untyped" for a name ending in ``_count`` (see
+    pqd.metrics.writer._Untyped)."""
+
+    def value(result: CycleResult) -> float | None:
+        if result.headroom is None:
+            return None
+        number = read(result.headroom)
+        return None if number < 0 else number
+
+    return ProbeSeries(name, kind, help + _BEGAN, from_cycle=_value(value))
 
 
 def _gauge(name: str, help: str, read: Callable[[CycleResult], float | None]) -> ProbeSeries:
@@ -249,6 +269,74 @@ PROBE_SERIES: Final = (
         "untyped",
         "Host pid count sampled at the end of the cycle" + _LAST,
         from_cycle=_value(lambda r: r.host_pid_count_after),
+    ),
+    # Headroom gauges: where nothing limits a resource, its limit is the kernel's or host's.
+    _headroom(
+        "pqd_shm_size_bytes",
+        "Size of /dev/shm in the probe's mount namespace in bytes, 0 if absent",
+        lambda h: h.shm_size_bytes,
+    ),
+    _headroom(
+        "pqd_shm_available_bytes",
+        "Bytes of /dev/shm the probe can still write, 0 if absent, read-only or not writable",
+        lambda h: h.shm_available_bytes,
+    ),
+    _headroom("pqd_shm_objects", "Entries in /dev/shm", lambda h: h.shm_objects),
+    _gauge(
+        "pqd_last_cycle_leaked_shm_objects",
+        "Named semaphores and shared-memory blocks the cycle left in /dev/shm" + _LAST,
+        lambda r: r.leaked_shm_objects,
+    ),
+    _headroom(
+        "pqd_pids_limit",
+        "Tightest pids limit of the probe's cgroup ancestry, else the kernel's"
+        " (min of kernel.pid_max and kernel.threads-max)",
+        lambda h: h.pids_limit,
+    ),
+    _headroom(
+        "pqd_pids_current",
+        "Tasks counted against pqd_pids_limit: that cgroup's pids.current, else every task on"
+        " the host",
+        lambda h: h.pids_current,
+    ),
+    _headroom(
+        "pqd_memory_limit_bytes",
+        "Tightest memory limit of the probe's cgroup ancestry in bytes, else the host's MemTotal",
+        lambda h: h.memory_limit_bytes,
+    ),
+    _headroom(
+        "pqd_memory_usage_bytes",
+        "Memory counted against pqd_memory_limit_bytes in bytes: that cgroup's usage, else the"
+        " host's MemTotal - MemAvailable",
+        lambda h: h.memory_usage_bytes,
+    ),
+    _headroom(
+        "pqd_open_files_limit",
+        "Soft RLIMIT_NOFILE of the probe's runner (fs.nr_open if unlimited)",
+        lambda h: h.open_files_limit,
+    ),
+    _gauge(
+        "pqd_last_cycle_max_open_files",
+        "Most file descriptors one process of the cycle held" + _LAST,
+        lambda r: r.max_open_files,
+    ),
+    _headroom(
+        "pqd_cpu_quota_cores",
+        "CPUs the probe may use: the tightest CPU quota of its cgroup ancestry, else the CPUs"
+        " of its runner's affinity mask",
+        lambda h: h.cpu_quota_cores,
+    ),
+    _headroom(
+        "pqd_cpu_count",
+        "Workers Pool() starts without a size in the probe's interpreter (os.process_cpu_count()"
+        " from Python 3.13, os.cpu_count() before)",
+        lambda h: h.cpu_count,
+        "untyped",
+    ),
+    _headroom(
+        "pqd_tmpdir_usable",
+        "1 if multiprocessing's AF_UNIX sockets can be created in the probe's temp dir, else 0",
+        lambda h: 1 if h.tmpdir_usable else 0,
     ),
     # Counters.
     _counter("pqd_cycles", "Cycles completed, successful or not.", lambda r: 1),

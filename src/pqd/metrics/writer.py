@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import math
 import platform
@@ -204,9 +205,10 @@ class _BatchHistogram(_Own[_Batch]):
 
 
 class _Untyped(_Own[float]):
-    """A family exposed with TYPE untyped; used only for ``pqd_host_pid_count``.
+    """A family exposed with TYPE untyped; used only for ``pqd_host_pid_count`` and
+    ``pqd_cpu_count``.
 
-    docs/design.md §2 fixes that name and also requires ``promtool check metrics`` to print
+    docs/design.md §2 fixes those names and also requires ``promtool check metrics`` to print
     nothing, but promtool's linter rejects any gauge or counter whose name ends in ``_count``
     ("non-histogram and non-summary metrics should not have _count suffix"); it skips untyped
     families. PromQL treats an untyped sample exactly like a gauge, so only the TYPE metadata
@@ -251,6 +253,10 @@ def _check(result: CycleResult) -> None:
         # None is "not measured"; a counter cannot go down, and NaN would poison it for good.
         if measured is not None and not 0 <= measured < math.inf:
             raise ValueError(f"{field} must be finite and >= 0, got {measured!r}")
+    if result.headroom is not None:
+        for name, number in dataclasses.asdict(result.headroom).items():
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"headroom {name} must be finite, got {number!r}")
     longest = _EXEMPLAR_MAX_CHARS - len("cycle_id")
     if not 0 < len(result.cycle_id) <= longest:
         # prometheus_client would refuse a long exemplar only after counting the observation.

@@ -18,6 +18,7 @@ The standard library misbehaves in ways that shape this module (docs/design.md ย
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.managers
@@ -31,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 from pqd.probe import ProbeConfig
 from pqd.results import (
     CycleResult,
+    Headroom,
     HelperProcess,
     JobKind,
     JobLedger,
@@ -38,7 +40,7 @@ from pqd.results import (
     StuckProcess,
     settings_and_jobs,
 )
-from pqd.runner import jobs, mp_private, procs
+from pqd.runner import headroom, jobs, mp_private, procs
 from pqd.runner.containment import ProbeCgroup
 from pqd.runner.deadline_calls import CANCELLED, POLL_SECONDS, BlockingCaller, Cancelled
 from pqd.runner.phase_clock import PhaseClock
@@ -127,6 +129,8 @@ class _Start:
     helpers: dict[int, str]  # the helpers multiprocessing had on record
     cpu_seconds: float  # CycleTree.cpu_seconds()
     pid_count: int  # processes on the host
+    headroom: Headroom  # docs/design.md ยง2
+    shm_before: frozenset[str]  # multiprocessing's objects in /dev/shm (headroom.leaked_shm)
 
 
 class _Cycle:
@@ -162,7 +166,15 @@ class _Cycle:
 
     def begin(self) -> _Start:
         wall, t0, helpers = time.time(), time.monotonic(), mp_private.helper_pids()
-        start = _Start(wall, t0, helpers, self.tree.cpu_seconds(), procs.host_pid_count())
+        start = _Start(
+            wall,
+            t0,
+            helpers,
+            self.tree.cpu_seconds(),
+            procs.host_pid_count(),
+            headroom.read(),
+            headroom.mp_shm_names(),
+        )
         self.observer.begun(start.pid_count, dict(self.tree.helpers))
         return start
 
@@ -434,6 +446,8 @@ class _Cycle:
             max_rss_bytes=self.tree.peak_rss or None,
             stuck=self.stuck,
             job_traceback=None if failure is None else failure.traceback,
+            headroom=start.headroom,
+            max_open_files=self.tree.max_open_files or None,
         )
 
 
@@ -459,4 +473,7 @@ def run_cycle(
     else:
         cycle.finish()
     cycle.procs.caller.close(REAP_SECONDS)
-    return cycle.result(cycle_id or os.urandom(6).hex(), start)
+    result = cycle.result(cycle_id or os.urandom(6).hex(), start)
+    del cycle  # its pool and Manager objects unlink their semaphores as they go
+    leaked = headroom.leaked_shm(start.shm_before)
+    return dataclasses.replace(result, leaked_shm_objects=leaked)

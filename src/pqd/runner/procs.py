@@ -130,6 +130,14 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def open_files(pid: int) -> int | None:
+    """File descriptors the process holds now."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

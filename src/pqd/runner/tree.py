@@ -28,6 +28,7 @@ class CycleTree:
         self.owned: dict[int, ProcessRef] = {}
         self.helpers: dict[int, str] = {}  # every helper seen alive during the cycle
         self.peak_rss = 0
+        self.max_open_files = 0  # the most descriptors one process held when RSS was sampled
 
     def members(self) -> list[int]:
         """Every process of the tree now: the cgroup's members, or the runner's descendants."""
@@ -77,6 +78,7 @@ class CycleTree:
     def note_peak_rss(self, pids: Iterable[int]) -> None:
         for pid in pids:
             self.peak_rss = max(self.peak_rss, procs.peak_rss_bytes(pid) or 0)
+            self.max_open_files = max(self.max_open_files, procs.open_files(pid) or 0)
 
     def cpu_seconds(self) -> float:
         """CPU used so far by the tree's long-lived part: the runner (with every child it reaped)

@@ -175,6 +175,45 @@ pqd_last_cycle_success_timestamp_seconds{probe="default"} 0.0
 # HELP pqd_host_pid_count Host pid count sampled at the end of the cycle (value from the most recent completed cycle)
 # TYPE pqd_host_pid_count untyped
 pqd_host_pid_count{probe="default"} 0.0
+# HELP pqd_shm_size_bytes Size of /dev/shm in the probe's mount namespace in bytes, 0 if absent (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_shm_size_bytes gauge
+pqd_shm_size_bytes{probe="default"} 0.0
+# HELP pqd_shm_available_bytes Bytes of /dev/shm the probe can still write, 0 if absent, read-only or not writable (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_shm_available_bytes gauge
+pqd_shm_available_bytes{probe="default"} 0.0
+# HELP pqd_shm_objects Entries in /dev/shm (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_shm_objects gauge
+pqd_shm_objects{probe="default"} 0.0
+# HELP pqd_last_cycle_leaked_shm_objects Named semaphores and shared-memory blocks the cycle left in /dev/shm (value from the most recent completed cycle)
+# TYPE pqd_last_cycle_leaked_shm_objects gauge
+pqd_last_cycle_leaked_shm_objects{probe="default"} 0.0
+# HELP pqd_pids_limit Tightest pids limit of the probe's cgroup ancestry, else the kernel's (min of kernel.pid_max and kernel.threads-max) (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_pids_limit gauge
+pqd_pids_limit{probe="default"} 0.0
+# HELP pqd_pids_current Tasks counted against pqd_pids_limit: that cgroup's pids.current, else every task on the host (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_pids_current gauge
+pqd_pids_current{probe="default"} 0.0
+# HELP pqd_memory_limit_bytes Tightest memory limit of the probe's cgroup ancestry in bytes, else the host's MemTotal (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_memory_limit_bytes gauge
+pqd_memory_limit_bytes{probe="default"} 0.0
+# HELP pqd_memory_usage_bytes Memory counted against pqd_memory_limit_bytes in bytes: that cgroup's usage, else the host's MemTotal - MemAvailable (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_memory_usage_bytes gauge
+pqd_memory_usage_bytes{probe="default"} 0.0
+# HELP pqd_open_files_limit Soft RLIMIT_NOFILE of the probe's runner (fs.nr_open if unlimited) (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_open_files_limit gauge
+pqd_open_files_limit{probe="default"} 0.0
+# HELP pqd_last_cycle_max_open_files Most file descriptors one process of the cycle held (value from the most recent completed cycle)
+# TYPE pqd_last_cycle_max_open_files gauge
+pqd_last_cycle_max_open_files{probe="default"} 0.0
+# HELP pqd_cpu_quota_cores CPUs the probe may use: the tightest CPU quota of its cgroup ancestry, else the CPUs of its runner's affinity mask (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_cpu_quota_cores gauge
+pqd_cpu_quota_cores{probe="default"} 0.0
+# HELP pqd_cpu_count Workers Pool() starts without a size in the probe's interpreter (os.process_cpu_count() from Python 3.13, os.cpu_count() before) (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_cpu_count untyped
+pqd_cpu_count{probe="default"} 0.0
+# HELP pqd_tmpdir_usable 1 if multiprocessing's AF_UNIX sockets can be created in the probe's temp dir, else 0 (read by the probe's runner as the most recent completed cycle began)
+# TYPE pqd_tmpdir_usable gauge
+pqd_tmpdir_usable{probe="default"} 0.0
 # HELP pqd_cycles_total Cycles completed, successful or not.
 # TYPE pqd_cycles_total counter
 pqd_cycles_total{probe="default"} 0.0
