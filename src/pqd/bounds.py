@@ -12,6 +12,12 @@ TRACE_JOBS = 20
 #: A job_error keeps the last this many characters of the worker's traceback (the innermost
 #: frames and the exception come last).
 TRACEBACK_CHARS = 8192
+#: What the tree wrote to stderr in a cycle: the first STDERR_HEAD_BYTES and the last
+#: STDERR_TAIL_BYTES are kept (the first error is near the start, the last words at the end);
+#: lines longer than STDERR_LINE_BYTES are cut before they are classified.
+STDERR_HEAD_BYTES = 16384
+STDERR_TAIL_BYTES = 4096
+STDERR_LINE_BYTES = 1024
 
 #: One put_nowait/get_nowait on a Manager queue proxy is a round trip over a socket: tens of
 #: microseconds when healthy, milliseconds when the Manager is starved. Upper bounds of the

@@ -27,6 +27,38 @@ FAILURE_REASONS: Final = (
     "helper_died",
 )
 
+#: What on the host made a cycle fail, beside its reason (docs/design.md §1, "Causes"): a closed
+#: set, every one pre-initialised in ``pqd_cycle_failure_causes_total``.
+FAILURE_CAUSES: Final = (
+    "shm_full",
+    "shm_unavailable",
+    "semaphore_removed",
+    "process_limit",
+    "open_files_limit",
+    "memory_limit",
+    "tmpdir_unusable",
+    "unpicklable",
+    "crashed",
+    "killed",
+    "stopped",
+    "uninterruptible",
+    "unknown",
+)
+
+#: ``pqd_last_cycle_cause``'s states: ``none`` after a successful cycle (and before the first).
+CAUSE_STATES: Final = ("none", *FAILURE_CAUSES)
+
+#: Warnings raised in a probe's tree during a cycle, by category (docs/design.md §2,
+#: ``pqd_cycle_warnings_total{category}``), classified from the tree's stderr.
+WARNING_CATEGORIES: Final = (
+    "leaked_objects",
+    "tracker_relaunched",
+    "fork_with_threads",
+    "resource_warning",
+    "semaphore_removed",
+    "other",
+)
+
 #: How a probe's process tree is contained (docs/design.md §1a, ``pqd_probe_info{containment}``).
 CONTAINMENTS: Final = ("cgroup", "subreaper")
 
@@ -233,6 +265,15 @@ class CycleResult:
     # descriptors one process of the tree held; None when not measured.
     leaked_shm_objects: int | None = None
     max_open_files: int | None = None
+    # What on the host made a failed cycle fail (one of FAILURE_CAUSES, None for a success) and
+    # one sentence naming the resource and the number (docs/design.md §1, "Causes").
+    cause: str | None = None
+    cause_detail: str = ""
+    # What the tree wrote to stderr during the cycle, bounded (pqd.bounds), and how many bytes it
+    # wrote in all; the warnings in it, counted by WARNING_CATEGORIES.
+    stderr: str = ""
+    stderr_bytes: int = 0
+    warnings: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def pid_count_delta(self) -> int:
@@ -302,6 +343,7 @@ def result_from_dict(data: Mapping[str, Any]) -> CycleResult:
     fields["leaked_pids"] = tuple(fields["leaked_pids"])
     fields["leaked_commands"] = tuple(fields.get("leaked_commands", ()))
     fields["phase_seconds"] = dict(fields["phase_seconds"])
+    fields["warnings"] = {str(k): int(v) for k, v in dict(fields.get("warnings") or {}).items()}
     fields["stuck"] = tuple(StuckProcess(**p) for p in fields.get("stuck", ()))
     if fields.get("headroom") is not None:
         fields["headroom"] = Headroom(**fields["headroom"])

@@ -48,8 +48,13 @@ CONTRACT_COUNTERS = frozenset(
         "pqd_jobs_failed_total",
         "pqd_queue_full_events_total",
         "pqd_cycle_cpu_seconds_total",
+        "pqd_cycle_failure_causes_total",
+        "pqd_cycle_warnings_total",
     }
 )
+#: State sets (prometheus_client's Enum): one series per state, the state in a label named
+#: after the family.
+CONTRACT_STATESETS = frozenset({"pqd_last_cycle_cause"})
 CONTRACT_HISTOGRAMS = frozenset(
     {
         "pqd_cycle_duration_seconds",
@@ -70,6 +75,7 @@ DESIGN_FAMILIES = (
     *sorted(CONTRACT_GAUGES),
     *sorted(CONTRACT_COUNTERS),
     *sorted(CONTRACT_HISTOGRAMS),
+    *sorted(CONTRACT_STATESETS),
     "pqd_build_info",
     "pqd_probe_info",
     "pqd_config_last_reload_successful",

@@ -23,6 +23,7 @@ from tests.helpers.contract import (
     CONTRACT_COUNTERS,
     CONTRACT_GAUGES,
     CONTRACT_HISTOGRAMS,
+    CONTRACT_STATESETS,
     CONTRACT_UNPROBED,
 )
 
@@ -41,11 +42,25 @@ CONTRACT_METRICS = (
     CONTRACT_GAUGES
     | CONTRACT_COUNTERS
     | CONTRACT_UNPROBED
+    | CONTRACT_STATESETS
     | {"pqd_probe_info"}
     | {h + suffix for h in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
 #: Labels a query may aggregate by: the target's, pqd's (docs/design.md §2), and the histogram's.
-CONTRACT_LABELS = frozenset({"job", "instance", "probe", "reason", "phase", "operation", "le"})
+CONTRACT_LABELS = frozenset(
+    {
+        "job",
+        "instance",
+        "probe",
+        "reason",
+        "phase",
+        "operation",
+        "le",
+        "cause",
+        "category",
+        *CONTRACT_STATESETS,  # a state set's state label is named after the family
+    }
+)
 
 #: A pqd_ name standing alone, not part of a recording rule name such as level:pqd_x:op.
 _PQD_NAME = re.compile(r"(?<![\w:])(pqd_[a-z0-9_]+)(?![\w:])")

@@ -17,7 +17,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pqd.results import CONTAINMENTS, FAILURE_REASONS, PHASES, CycleResult, Headroom, Operations
+from pqd.results import (
+    CAUSE_STATES,
+    CONTAINMENTS,
+    FAILURE_CAUSES,
+    FAILURE_REASONS,
+    PHASES,
+    WARNING_CATEGORIES,
+    CycleResult,
+    Headroom,
+    Operations,
+)
 
 #: Why a due cycle did not run. ``overlap``: it was due while the previous cycle of that probe was
 #: still running (APScheduler's max_instances=1 skips, never queues). ``missed``: the scheduler
@@ -57,8 +67,9 @@ class ProbeFacts:
 
 #: How a family is exposed. "untyped" is pqd_host_pid_count's (see pqd.metrics.writer._Untyped);
 #: "operations" is a histogram fed with counts the workers already bucketed, so its buckets are
-#: theirs (pqd.bounds.OPERATION_BUCKETS).
-Kind = Literal["gauge", "counter", "histogram", "untyped", "operations"]
+#: theirs (pqd.bounds.OPERATION_BUCKETS); "enum" is prometheus_client's Enum (an OpenMetrics
+#: state set: its state label is named after the family), written with the index of the state.
+Kind = Literal["gauge", "counter", "histogram", "untyped", "operations", "enum"]
 
 #: One label beyond ``probe``: every value it takes (each created at zero for every probe), or
 #: the one value a probe's config gives it.
@@ -87,6 +98,7 @@ class ProbeSeries:
     # A gauge's value from the probe's config, set when the probe is added and on every reload.
     from_spec: Callable[[ProbeFacts], float] | None = None
     buckets: tuple[float, ...] = ()  # "histogram" only
+    states: tuple[str, ...] = ()  # "enum" only; the first is the state of a new series
     # Each observation carries the cycle's id as an OpenMetrics exemplar (a dashboard's slow
     # point leads to /cycles/ID); each bucket keeps the exemplar of its latest observation.
     exemplar: bool = False
@@ -117,6 +129,19 @@ def _failure(result: CycleResult) -> list[Reading]:
         return []
     assert result.reason is not None  # pqd.metrics.writer checks it before anything is written
     return [((result.reason,), 1)]
+
+
+def _cause(result: CycleResult) -> str:
+    """A failed cycle's cause; "unknown" for one that has none (built by an older runner)."""
+    return "none" if result.success else (result.cause or "unknown")
+
+
+def _causes(result: CycleResult) -> list[Reading]:
+    return [] if result.success else [((_cause(result),), 1)]
+
+
+def _warnings(result: CycleResult) -> list[Reading]:
+    return [((category,), n) for category, n in result.warnings.items() if n]
 
 
 def _phases(result: CycleResult) -> list[Reading]:
@@ -265,6 +290,13 @@ PROBE_SERIES: Final = (
         lambda r: r.ended_at if r.success else None,
     ),
     ProbeSeries(
+        "pqd_last_cycle_cause",
+        "enum",
+        "What on the host made the cycle fail; none if it succeeded" + _LAST,
+        from_cycle=lambda r: [((), CAUSE_STATES.index(_cause(r)))],
+        states=CAUSE_STATES,
+    ),
+    ProbeSeries(
         "pqd_host_pid_count",
         "untyped",
         "Host pid count sampled at the end of the cycle" + _LAST,
@@ -346,6 +378,20 @@ PROBE_SERIES: Final = (
         "Cycles that failed, by reason.",
         labels=(("reason", FAILURE_REASONS),),
         from_cycle=_failure,
+    ),
+    ProbeSeries(
+        "pqd_cycle_failure_causes",
+        "counter",
+        "Cycles that failed, by cause: what on the host made them fail (docs/design.md §1).",
+        labels=(("cause", FAILURE_CAUSES),),
+        from_cycle=_causes,
+    ),
+    ProbeSeries(
+        "pqd_cycle_warnings",
+        "counter",
+        "Warnings raised in the probe's process tree during cycles, by category.",
+        labels=(("category", WARNING_CATEGORIES),),
+        from_cycle=_warnings,
     ),
     # Counted by PqdMetrics.observe_skip: a skipped cycle has no result.
     ProbeSeries(

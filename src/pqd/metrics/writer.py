@@ -25,6 +25,7 @@ from typing import Final, Generic, Protocol, TypeVar
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Enum,
     Gauge,
     GCCollector,
     Histogram,
@@ -39,7 +40,15 @@ from prometheus_client.utils import floatToGoString as _untyped_float_to_go_stri
 from pqd.bounds import OPERATION_BUCKETS  # bucketed by the workers
 from pqd.metrics.exposition_cache import ExpositionCache
 from pqd.metrics.series import PROBE_SERIES, SKIP_REASONS, ProbeFacts, ProbeSeries
-from pqd.results import FAILURE_REASONS, PHASES, CycleResult, LiveSample, Operations
+from pqd.results import (
+    FAILURE_CAUSES,
+    FAILURE_REASONS,
+    PHASES,
+    WARNING_CATEGORIES,
+    CycleResult,
+    LiveSample,
+    Operations,
+)
 
 # Families that describe the exporting process itself. They are dropped from textfiles: a
 # `pqd once` process has exited by the time node_exporter reads the file, and node_exporter
@@ -79,12 +88,15 @@ def _number(value: float | Operations) -> float:
 
 
 class _ClientFamily:
-    """A prometheus_client Gauge, Counter or Histogram behind the _Family interface."""
+    """A prometheus_client Gauge, Counter, Histogram or Enum behind the _Family interface."""
 
     def __init__(self, series: ProbeSeries, registry: CollectorRegistry) -> None:
         args = (series.name, series.help, series.label_names)
-        self._metric: Gauge | Counter | Histogram
-        if series.kind == "gauge":
+        self._metric: Gauge | Counter | Histogram | Enum
+        self._states = series.states
+        if series.kind == "enum":
+            self._metric = Enum(*args, states=list(series.states), registry=registry)
+        elif series.kind == "gauge":
             self._metric = Gauge(*args, registry=registry)
         elif series.kind == "counter":
             self._metric = Counter(*args, registry=registry)
@@ -96,7 +108,9 @@ class _ClientFamily:
 
     def write(self, labelvalues: Labels, value: float | Operations, exemplar: Exemplar) -> None:
         series = self._metric.labels(*labelvalues)
-        if isinstance(series, Gauge):
+        if isinstance(series, Enum):
+            series.state(self._states[int(_number(value))])
+        elif isinstance(series, Gauge):
             series.set(_number(value))
         elif isinstance(series, Counter):
             series.inc(_number(value))
@@ -245,6 +259,11 @@ def _check(result: CycleResult) -> None:
     """Refuse a result that could not be recorded whole, before anything is written."""
     if not result.success and result.reason not in FAILURE_REASONS:
         raise ValueError(f"failed cycle with unknown reason: {result.reason!r}")
+    if result.cause is not None and result.cause not in FAILURE_CAUSES:
+        raise ValueError(f"unknown cause: {result.cause!r}")
+    unknown_warnings = set(result.warnings) - set(WARNING_CATEGORIES)
+    if unknown_warnings or any(n < 0 for n in result.warnings.values()):
+        raise ValueError(f"bad warning counts in result: {result.warnings!r}")
     unknown_phases = set(result.phase_seconds) - set(PHASES)
     if unknown_phases:
         raise ValueError(f"unknown phases in result: {sorted(unknown_phases)!r}")

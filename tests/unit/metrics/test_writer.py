@@ -58,6 +58,9 @@ def worker_died(**overrides: Any) -> CycleResult:
         success=False,
         reason="worker_died",
         detail="pool worker 1004 died (SIGKILL) during consumer round 2",
+        cause="killed",
+        cause_detail="pool worker pid 1004 was killed by signal 9 with no OOM kill recorded",
+        warnings={"tracker_relaunched": 1, "other": 0},
         jobs_completed=3,
         jobs_failed=1,
         queue_full_events=4,
@@ -172,6 +175,22 @@ pqd_last_cycle_timestamp_seconds{probe="default"} 0.0
 # HELP pqd_last_cycle_success_timestamp_seconds Unix time the last successful cycle ended, 0 before the first (value from the most recent successful cycle)
 # TYPE pqd_last_cycle_success_timestamp_seconds gauge
 pqd_last_cycle_success_timestamp_seconds{probe="default"} 0.0
+# HELP pqd_last_cycle_cause What on the host made the cycle fail; none if it succeeded (value from the most recent completed cycle)
+# TYPE pqd_last_cycle_cause gauge
+pqd_last_cycle_cause{pqd_last_cycle_cause="none",probe="default"} 1.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="shm_full",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="shm_unavailable",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="semaphore_removed",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="process_limit",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="open_files_limit",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="memory_limit",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="tmpdir_unusable",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="unpicklable",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="crashed",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="killed",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="stopped",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="uninterruptible",probe="default"} 0.0
+pqd_last_cycle_cause{pqd_last_cycle_cause="unknown",probe="default"} 0.0
 # HELP pqd_host_pid_count Host pid count sampled at the end of the cycle (value from the most recent completed cycle)
 # TYPE pqd_host_pid_count untyped
 pqd_host_pid_count{probe="default"} 0.0
@@ -226,6 +245,29 @@ pqd_cycle_failures_total{probe="default",reason="spawn_failed"} 0.0
 pqd_cycle_failures_total{probe="default",reason="job_error"} 0.0
 pqd_cycle_failures_total{probe="default",reason="leak"} 0.0
 pqd_cycle_failures_total{probe="default",reason="helper_died"} 0.0
+# HELP pqd_cycle_failure_causes_total Cycles that failed, by cause: what on the host made them fail (docs/design.md §1).
+# TYPE pqd_cycle_failure_causes_total counter
+pqd_cycle_failure_causes_total{cause="shm_full",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="shm_unavailable",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="semaphore_removed",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="process_limit",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="open_files_limit",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="memory_limit",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="tmpdir_unusable",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="unpicklable",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="crashed",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="killed",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="stopped",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="uninterruptible",probe="default"} 0.0
+pqd_cycle_failure_causes_total{cause="unknown",probe="default"} 0.0
+# HELP pqd_cycle_warnings_total Warnings raised in the probe's process tree during cycles, by category.
+# TYPE pqd_cycle_warnings_total counter
+pqd_cycle_warnings_total{category="leaked_objects",probe="default"} 0.0
+pqd_cycle_warnings_total{category="tracker_relaunched",probe="default"} 0.0
+pqd_cycle_warnings_total{category="fork_with_threads",probe="default"} 0.0
+pqd_cycle_warnings_total{category="resource_warning",probe="default"} 0.0
+pqd_cycle_warnings_total{category="semaphore_removed",probe="default"} 0.0
+pqd_cycle_warnings_total{category="other",probe="default"} 0.0
 # HELP pqd_cycles_skipped_total Due cycles that did not run, by reason: overlap (the previous cycle of the probe still ran) or missed (the scheduler missed the run time).
 # TYPE pqd_cycles_skipped_total counter
 pqd_cycles_skipped_total{probe="default",reason="overlap"} 0.0
@@ -375,6 +417,9 @@ DESIGN_NAMES = DESIGN_FAMILIES
 EXTRA_LABELS = {
     "pqd_cycle_failures_total": {"reason"},
     "pqd_cycles_skipped_total": {"reason"},
+    "pqd_cycle_failure_causes_total": {"cause"},
+    "pqd_cycle_warnings_total": {"category"},
+    "pqd_last_cycle_cause": {"pqd_last_cycle_cause"},
     "pqd_phase_duration_seconds": {"phase"},
     "pqd_queue_operation_duration_seconds": {"operation"},
     "pqd_probe_info": {"start_method", "containment"},
@@ -467,6 +512,10 @@ AFTER_WORKER_DIED = {
     'pqd_host_pid_count{probe="default"}': "203.0",
     'pqd_cycles_total{probe="default"}': "1.0",
     'pqd_cycle_failures_total{probe="default",reason="worker_died"}': "1.0",
+    'pqd_cycle_failure_causes_total{cause="killed",probe="default"}': "1.0",
+    'pqd_cycle_warnings_total{category="tracker_relaunched",probe="default"}': "1.0",
+    'pqd_last_cycle_cause{pqd_last_cycle_cause="none",probe="default"}': "0.0",
+    'pqd_last_cycle_cause{pqd_last_cycle_cause="killed",probe="default"}': "1.0",
     'pqd_jobs_completed_total{probe="default"}': "3.0",
     'pqd_jobs_failed_total{probe="default"}': "1.0",
     'pqd_queue_full_events_total{probe="default"}': "4.0",
@@ -1048,3 +1097,39 @@ def test_replace_keeps_cycle_results_plain_data() -> None:
     )  # fmt: skip
     assert sum(c.operations("put").counts) == 25 and sum(c.operations("get").counts) == 15
     assert replace(c, success=False).success is False
+
+
+def test_last_cause_is_the_failed_cycles_and_none_after_a_success() -> None:
+    metrics, registry = make()
+
+    def state(name: str) -> float | None:
+        return value(registry, "pqd_last_cycle_cause", probe="default", pqd_last_cycle_cause=name)
+
+    assert state("none") == 1
+    metrics.observe_cycle(worker_died(cause="shm_full"))
+    assert (state("none"), state("shm_full")) == (0, 1)
+    # A failed result without a cause (from an older runner) is counted as unknown.
+    metrics.observe_cycle(worker_died(cause=None))
+    assert (state("shm_full"), state("unknown")) == (0, 1)
+    metrics.observe_cycle(cycle(ended_at=START + 300))
+    assert (state("none"), state("unknown")) == (1, 0)
+    causes: dict[str, float | None] = {}
+    for cause in ("shm_full", "unknown"):
+        causes[cause] = value(
+            registry, "pqd_cycle_failure_causes_total", probe="default", cause=cause
+        )
+    assert causes == {"shm_full": 1, "unknown": 1}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"cause": "gremlins"}, {"warnings": {"gremlins": 1}}, {"warnings": {"other": -1}}],
+)
+def test_a_cause_or_warning_outside_the_documented_sets_is_refused(
+    overrides: dict[str, Any],
+) -> None:
+    metrics, registry = make()
+    before = pqd_text(registry)
+    with pytest.raises(ValueError):
+        metrics.observe_cycle(worker_died(**overrides))
+    assert pqd_text(registry) == before
