@@ -144,6 +144,16 @@ def _warnings(result: CycleResult) -> list[Reading]:
     return [((category,), n) for category, n in result.warnings.items() if n]
 
 
+def check_labels(result: CycleResult) -> None:
+    """ValueError for a cause or warning category outside the documented sets (each would be
+    an unbounded label value), or a negative warning count."""
+    if result.cause is not None and result.cause not in FAILURE_CAUSES:
+        raise ValueError(f"unknown cause: {result.cause!r}")
+    unknown = set(result.warnings) - set(WARNING_CATEGORIES)
+    if unknown or any(n < 0 for n in result.warnings.values()):
+        raise ValueError(f"bad warning counts in result: {result.warnings!r}")
+
+
 def _phases(result: CycleResult) -> list[Reading]:
     # A phase the cycle never reached is absent, and not observed.
     return [((phase,), seconds) for phase, seconds in result.phase_seconds.items()]

@@ -39,16 +39,8 @@ from prometheus_client.utils import floatToGoString as _untyped_float_to_go_stri
 
 from pqd.bounds import OPERATION_BUCKETS  # bucketed by the workers
 from pqd.metrics.exposition_cache import ExpositionCache
-from pqd.metrics.series import PROBE_SERIES, SKIP_REASONS, ProbeFacts, ProbeSeries
-from pqd.results import (
-    FAILURE_CAUSES,
-    FAILURE_REASONS,
-    PHASES,
-    WARNING_CATEGORIES,
-    CycleResult,
-    LiveSample,
-    Operations,
-)
+from pqd.metrics.series import PROBE_SERIES, SKIP_REASONS, ProbeFacts, ProbeSeries, check_labels
+from pqd.results import FAILURE_REASONS, PHASES, CycleResult, LiveSample, Operations
 
 # Families that describe the exporting process itself. They are dropped from textfiles: a
 # `pqd once` process has exited by the time node_exporter reads the file, and node_exporter
@@ -259,11 +251,7 @@ def _check(result: CycleResult) -> None:
     """Refuse a result that could not be recorded whole, before anything is written."""
     if not result.success and result.reason not in FAILURE_REASONS:
         raise ValueError(f"failed cycle with unknown reason: {result.reason!r}")
-    if result.cause is not None and result.cause not in FAILURE_CAUSES:
-        raise ValueError(f"unknown cause: {result.cause!r}")
-    unknown_warnings = set(result.warnings) - set(WARNING_CATEGORIES)
-    if unknown_warnings or any(n < 0 for n in result.warnings.values()):
-        raise ValueError(f"bad warning counts in result: {result.warnings!r}")
+    check_labels(result)
     unknown_phases = set(result.phase_seconds) - set(PHASES)
     if unknown_phases:
         raise ValueError(f"unknown phases in result: {sorted(unknown_phases)!r}")

@@ -17,6 +17,7 @@ from typing import Any
 from pqd.probe import ProbeConfig
 from pqd.runner import stacks
 from pqd.runner.containment import ProbeCgroup
+from pqd.supervisor.stderr_capture import StderrCapture
 
 #: How long a runner may take to start (interpreter + imports) before the cycle fails.
 START_SECONDS = 10.0
@@ -31,7 +32,11 @@ class RunnerProcess:
     pidfd: int | None  # readable once the runner exits; None without pidfd support
     group: ProbeCgroup | None
     stacks_dir: str  # where its tree's processes write their stack dumps (pqd.runner.stacks)
+    stderr: StderrCapture  # what its tree writes to stderr, read whenever pqd waits on it
     pending: bytearray = field(default_factory=bytearray)
+    # The runner's pids and memory cgroups with their ancestors (pqd.runner.host_evidence),
+    # found at its first cycle: it stays in them.
+    cgroup_dirs: dict[str, list[str]] | None = None
 
     @classmethod
     def launch(
@@ -40,29 +45,37 @@ class RunnerProcess:
         """Start ``python -m module --events-fd N *options`` in a process group of its own (the
         runner joins ``group`` itself, told so in ``options``). Raises OSError."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        stacks_dir = tempfile.mkdtemp(prefix="pqd-stacks-")
+        err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        stacks_dir = ""
         try:
+            stacks_dir = tempfile.mkdtemp(prefix="pqd-stacks-")
             proc = subprocess.Popen(
                 [python, "-m", module, "--events-fd", str(write_fd), *options],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
+                stderr=err_write,
                 pass_fds=(write_fd,),
                 process_group=0,
                 env={**os.environ, stacks.STACKS_DIR_ENV: stacks_dir},
             )
         except BaseException:
             os.close(read_fd)
-            shutil.rmtree(stacks_dir, ignore_errors=True)
+            os.close(err_read)
+            if stacks_dir:
+                shutil.rmtree(stacks_dir, ignore_errors=True)
             raise
         finally:
             os.close(write_fd)
-        return cls(proc, read_fd, _pidfd(proc.pid), group, stacks_dir)
+            os.close(err_write)
+        return cls(proc, read_fd, _pidfd(proc.pid), group, stacks_dir, StderrCapture(err_read))
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def close_fds(self) -> None:
+        self.stderr.drain()  # what a killed tree wrote last; a process still holding it waits
+        self.stderr.close()
         for fd in (self.events, self.pidfd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -80,9 +93,13 @@ class RunnerProcess:
     def wait_readable(self, seconds: float) -> tuple[bool, bool]:
         """(events readable, runner exited), waiting at most ``seconds``."""
         watched = [self.events] if self.pidfd is None else [self.events, self.pidfd]
+        if not self.stderr.eof:
+            watched.append(self.stderr.fd)
         if self.pidfd is None:
             seconds = min(seconds, 0.1)  # poll for the runner's exit instead
         readable, _, _ = select.select(watched, [], [], max(seconds, 0.0))
+        if self.stderr.fd in readable:
+            self.stderr.drain()
         exited = self.pidfd in readable if self.pidfd is not None else self.proc.poll() is not None
         return self.events in readable, exited
 

@@ -27,6 +27,8 @@ from pqd.probe import ProbeConfig
 from pqd.results import CycleResult, StuckProcess
 from pqd.runner import containment, procs, stacks
 from pqd.runner.containment import ProbeCgroup
+from pqd.runner.host_evidence import Counters
+from pqd.supervisor.diagnosis import diagnose
 from pqd.supervisor.progress import (
     CANCELLED,
     LiveObserver,
@@ -216,7 +218,11 @@ class Runners:
             try:
                 runner = self._start(probe.name, deadline)
             except (OSError, TimeoutError) as exc:
-                return killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
+                failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
+                return diagnose(failed, ("", 0, {}), os.getpid(), None, {})
+        # The cgroup counters as the cycle begins: what moved by its end is evidence of a cause.
+        before = Counters.read(runner.pid, runner.cgroup_dirs)
+        runner.cgroup_dirs = before.dirs
         cpu_before = runner.group.cpu_seconds() if runner.group is not None else None
         try:
             runner.send(probe, progress.cycle_id)
@@ -230,7 +236,7 @@ class Runners:
         result = progress.result
         if result is not None and result.success:
             self._keep(probe.name, runner)
-            return result
+            return diagnose(result, runner.stderr.take(), runner.pid, before, {})
         # A failed cycle: kill the whole tree; the next cycle gets a fresh runner.
         tree = self._tree(runner)
         tree_states = states(tree)
@@ -249,7 +255,7 @@ class Runners:
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
             result = killed_result(progress, reason, detail, runner, cpu, rss or None, stuck)
         self._finish_kill(runner, left)
-        return result
+        return diagnose(result, runner.stderr.take(), runner.pid, before, progress.roles)
 
     def _follow(
         self,
