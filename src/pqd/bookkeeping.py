@@ -106,7 +106,12 @@ def log_cycle(result: CycleResult) -> None:
     if result.success:
         log.info("cycle finished", extra=fields)
     else:
-        failed = {"reason": result.reason, "detail": result.detail}
+        failed = {
+            "reason": result.reason,
+            "detail": result.detail,
+            "cause": result.cause or "unknown",
+            "cause_detail": result.cause_detail,
+        }
         if result.stuck:
             failed["stuck"] = stacks.summary(result.stuck)
         log.warning("cycle failed", extra={**fields, **failed})

@@ -43,6 +43,8 @@ def render_trace(result: CycleResult) -> list[str]:
             lines.append(f"count({job.job_counter})")
     if not result.success:
         lines.append(f"cycle failed: {result.reason}: {result.detail}")
+        if result.cause is not None:
+            lines.append(f"cause: {result.cause}: {result.cause_detail}")
     lines.append(SEPARATOR)
     lines.append(
         f"{_timestamp(result.ended_at)} {result.main_pid} {result.main_process_name} "
@@ -84,7 +86,23 @@ def render_summary(result: CycleResult) -> list[str]:
         f"cpu_seconds: {cpu}",
         f"max_rss_bytes: {rss}",
         *(f"leaked: {pid} {cmd}" for pid, cmd in _leaked_with_commands(result)),
+        # Added with causes (docs/design.md §1): what on the host made a failed cycle fail.
+        *(
+            []
+            if result.success
+            else [f"cause: {result.cause or 'unknown'}", f"cause_detail: {result.cause_detail}"]
+        ),
+        *(
+            [f"stderr_bytes: {result.stderr_bytes}", f"warnings: {_warnings(result)}"]
+            if result.stderr_bytes
+            else []
+        ),
     ]
+
+
+def _warnings(result: CycleResult) -> str:
+    counted = [f"{category}={n}" for category, n in sorted(result.warnings.items()) if n]
+    return " ".join(counted) or "none"
 
 
 def render_where_stuck(result: CycleResult) -> list[str]:

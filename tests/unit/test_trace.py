@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pqd.trace import render_summary
+from pqd.trace import render_summary, render_trace
 from tests.helpers.factories import seed_shaped_result
 
 #: The summary's keys before the per-probe runner, in order; scripts (and test_cli_once) parse
@@ -69,11 +69,13 @@ def test_each_leaked_process_gets_one_line_with_its_command() -> None:
     )
     lines = render_summary(result)
     assert keys(lines)[: len(OLDER_KEYS)] == OLDER_KEYS
-    assert lines[-3:] == [
+    assert lines[-5:-2] == [
         "leaked: 4242 sh -c 'sleep 300' result: success",
         "leaked: 4243 evil\\x1b[2J name",
         "leaked: 4244 ?",
     ]
+    # A failed result without a cause (an older runner's) reads as unknown.
+    assert lines[-2:] == ["cause: unknown", "cause_detail: "]
     assert lines.count("result: success") == 0
     assert all(line.isprintable() for line in lines)
 
@@ -108,3 +110,22 @@ def test_a_large_cycle_traces_what_was_kept_and_says_what_was_not() -> None:
     # Between the first ten reports and the last ten.
     assert sum(line.startswith("count(") for line in lines[: lines.index(marker)]) == 5
     assert sum(line.startswith("count(") for line in lines[lines.index(marker) :]) == 5
+
+
+def test_a_failed_cycle_ends_with_its_cause_then_what_its_tree_wrote() -> None:
+    result = seed_shaped_result(
+        success=False,
+        reason="spawn_failed",
+        cause="shm_full",
+        cause_detail="/dev/shm is full: 64 KiB tmpfs, 0 B free",
+        stderr="x.py:1: ResourceWarning: unclosed\n",
+        stderr_bytes=33,
+        warnings={"resource_warning": 1, "other": 0},
+    )
+    assert render_summary(result)[-4:] == [
+        "cause: shm_full",
+        "cause_detail: /dev/shm is full: 64 KiB tmpfs, 0 B free",
+        "stderr_bytes: 33",
+        "warnings: resource_warning=1",
+    ]
+    assert "cause: shm_full: /dev/shm is full: 64 KiB tmpfs, 0 B free" in render_trace(result)

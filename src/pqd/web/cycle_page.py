@@ -24,6 +24,7 @@ def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
         ("probe", r.probe),
         ("result", markup.outcome(r)),
         ("detail", r.detail),
+        *([("cause", f"{r.cause or 'unknown'}: {r.cause_detail}")] if not r.success else []),
         ("started (UTC)", markup.utc(r.started_at)),
         ("ended (UTC)", markup.utc(r.ended_at)),
         ("duration", markup.seconds(r.duration_seconds)),
@@ -73,6 +74,7 @@ def cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
         back,
         markup.kv_table(_summary_rows(r)),
         *stuck_section(r),
+        *stderr_section(r),
         *(["<h3>Leaked processes</h3>", _leaked_table(r)] if r.leaked_pids else []),
         "<h3>Phases</h3>",
         markup.kv_table(phases) if phases else "<p>No phase was reached.</p>",
@@ -103,6 +105,18 @@ def stuck_section(result: CycleResult) -> list[str]:
         parts.append("<h4>Traceback of the failed job</h4>")
         parts.append(f'<pre class="traceback">{markup.escape(result.job_traceback)}</pre>')
     return parts
+
+
+def stderr_section(result: CycleResult) -> list[str]:
+    """What the tree wrote to stderr during the cycle (bounded) and the warnings counted in it."""
+    if not result.stderr_bytes:
+        return []
+    counted = ", ".join(f"{c} {n}" for c, n in sorted(result.warnings.items()) if n) or "none"
+    return [
+        '<h3 id="stderr">Stderr of the tree</h3>',
+        f"<p>{result.stderr_bytes} bytes written; warnings: {markup.escape(counted)}</p>",
+        f'<pre class="stderr">{markup.escape(result.stderr)}</pre>',
+    ]
 
 
 def _stuck_table(processes: tuple[StuckProcess, ...]) -> str:
