@@ -1,0 +1,231 @@
+"""Every cause of a failed cycle, created for real on this host under `pqd once --json`, for each
+start method where it applies (docs/design.md §1, "Causes"; the conditions and their evidence
+are those of tests/helpers/conditions.py). Each asserts the reason, the cause, the words of its
+sentence that name the resource and the number, and that no raw traceback reached pqd's stderr:
+the tree's stderr is kept with the cycle instead."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.helpers import conditions as c
+
+METHODS = ("forkserver", "spawn", "fork")
+PQD = [sys.executable, "-m", "pqd", "once", "--json"]
+
+
+@dataclass
+class Case:
+    """One condition: how to make it (wraps, extra options) and what pqd must say."""
+
+    reasons: tuple[str, ...]
+    cause: str
+    words: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    wraps: list[c.Wrap] = field(default_factory=list)
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+Setup = Callable[[str], contextlib.AbstractContextManager[Case]]
+
+
+@contextlib.contextmanager
+def shm(kind: str, method: str) -> Iterator[Case]:
+    options: dict[str, Any] = {kind: True} if kind != "mode" else {"mode": 0}
+    with c.private_shm("64k", **options) as ns:
+        words = {
+            "fill": ("/dev/shm is full", "64 KiB", "0 B free"),
+            "read_only": ("/dev/shm", "read-only"),
+            "absent": ("/dev/shm", "does not exist"),
+            "mode": ("/dev/shm", "not writable"),
+        }[kind]
+        cause = "shm_full" if kind == "fill" else "shm_unavailable"
+        yield Case(("spawn_failed",), cause, words, wraps=[ns.wrap])
+
+
+@contextlib.contextmanager
+def pids(method: str) -> Iterator[Case]:
+    with c.pids_cgroup(12) as group:
+        yield Case(
+            ("spawn_failed", "job_error", "worker_died", "manager_died", "timeout"),
+            "process_limit",
+            ("pids limit of the cgroup", group.path.name, "12 of 12"),
+            args=("--workers", "8"),
+            wraps=[group.wrap],
+        )
+
+
+@contextlib.contextmanager
+def nofile(method: str) -> Iterator[Case]:
+    yield Case(
+        ("spawn_failed",),
+        "open_files_limit",
+        ("RLIMIT_NOFILE", "of 24", "8 workers"),
+        args=("--workers", "8"),
+        wraps=[c.rlimits(nofile=24)],
+    )
+
+
+@contextlib.contextmanager
+def nproc(method: str) -> Iterator[Case]:
+    with c.nproc_limit(8) as wrap:
+        yield Case(
+            ("spawn_failed", "manager_died", "job_error", "worker_died"),
+            "process_limit",
+            ("RLIMIT_NPROC of 8",),
+            wraps=[wrap],
+        )
+
+
+@contextlib.contextmanager
+def long_tmpdir(method: str) -> Iterator[Case]:
+    with c.hostile_tmpdir("long", 106) as tmp:
+        yield Case(
+            ("spawn_failed",),
+            "tmpdir_unusable",
+            ("TMPDIR is 106 characters", "107 bytes"),
+            wraps=[tmp.wrap],
+        )
+
+
+@contextlib.contextmanager
+def oom(method: str) -> Iterator[Case]:
+    with c.memory_cgroup(150 * 2**20) as group, c.worker_hook() as hook:
+        hook.add("oom 300000000")
+
+        def check(result: dict[str, Any]) -> None:
+            assert c.oom_kills(group) >= 1
+            # The killed worker's peak is kept: it held far more than a bare worker's ~23 MB.
+            assert result["max_rss_bytes"] > 60 * 2**20, result["max_rss_bytes"]
+
+        yield Case(
+            ("worker_died",),
+            "memory_limit",
+            ("pool worker pid", "OOM killer", "150 MiB", group.path.name),
+            wraps=[group.wrap, hook.wrap],
+            check=check,
+        )
+
+
+@contextlib.contextmanager
+def fault(
+    name: str, cause: str, reason: str, words: tuple[str, ...], method: str
+) -> Iterator[Case]:
+    with c.worker_hook() as hook:
+        hook.add(name)
+        yield Case((reason,), cause, words, args=("--timeout", "8s"), wraps=[hook.wrap])
+
+
+def _partial(function: Callable[..., Any], *args: Any) -> Setup:
+    return lambda method: function(*args, method)
+
+
+CONDITIONS: dict[str, tuple[Setup, tuple[str, ...]]] = {
+    "shm_full": (_partial(shm, "fill"), METHODS),
+    "shm_read_only": (_partial(shm, "read_only"), METHODS),
+    "shm_absent": (_partial(shm, "absent"), METHODS),
+    "shm_mode_000": (_partial(shm, "mode"), METHODS),
+    "pids_limit": (pids, METHODS),
+    "nofile_limit": (nofile, METHODS),
+    "nproc_limit": (nproc, METHODS),
+    "tmpdir_too_long": (long_tmpdir, METHODS),
+    "oom_killed_worker": (oom, METHODS),
+    "segfault": (
+        _partial(fault, "segv", "crashed", "worker_died", ("pool worker pid", "SIGSEGV")),
+        METHODS,
+    ),
+    "abort": (
+        _partial(fault, "abrt", "crashed", "worker_died", ("pool worker pid", "SIGABRT")),
+        ("forkserver",),
+    ),
+    "unpicklable_result": (
+        _partial(fault, "unpicklable_result", "unpicklable", "job_error", ("MaybeEncodingError",)),
+        METHODS,
+    ),
+    "unpicklable_error": (
+        _partial(fault, "unpicklable_error", "unpicklable", "timeout", ("TypeError",)),
+        METHODS,
+    ),
+    "stopped_worker": (
+        _partial(fault, "stop", "stopped", "timeout", ("pool worker", "state T")),
+        METHODS,
+    ),
+}
+PARAMS = [(name, method) for name, (_, methods) in CONDITIONS.items() for method in methods]
+
+
+def once(case: Case, method: str, env: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    done = c.run([*PQD, "--start-method", method, *case.args], *case.wraps, env=env)
+    assert done.stdout, (done.returncode, done.stderr[-2000:])
+    (result,) = json.loads(done.stdout)
+    return result, done.stderr
+
+
+def assert_cause(result: dict[str, Any], stderr: str, case: Case) -> None:
+    assert not result["success"]
+    assert result["reason"] in case.reasons, (result["reason"], result["detail"])
+    assert result["cause"] == case.cause, (result["cause"], result["cause_detail"], result)
+    for word in case.words:
+        assert word in result["cause_detail"], (word, result["cause_detail"])
+    # Nothing of the tree on pqd's own stderr: it is kept with the cycle.
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr[-2000:]
+    if case.check is not None:
+        case.check(result)
+
+
+@pytest.mark.parametrize(("condition", "method"), PARAMS, ids=[f"{n}-{m}" for n, m in PARAMS])
+def test_pqd_once_names_the_cause(condition: str, method: str) -> None:
+    setup, _ = CONDITIONS[condition]
+    with setup(method) as case:
+        result, stderr = once(case, method)
+        assert_cause(result, stderr, case)
+
+
+@pytest.mark.parametrize("method", ("forkserver", "spawn"))
+def test_semaphores_removed_while_the_cycle_runs(method: str) -> None:
+    with c.private_shm("1m") as ns:
+        cmd = c.command([*PQD, "--start-method", method, "--timeout", "15s"], ns.wrap)
+        proc = subprocess.Popen(
+            cmd,
+            env=c.environment(ns.wrap),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            c.wait_until(lambda: proc.pid in ns.pids() or proc.poll() is not None, "the namespace")
+            with c.SemaphoreReaper(ns.shm_dir(proc.pid)) as reaper:
+                out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert reaper.removed, "the reaper removed no semaphore: the condition was not created"
+    (result,) = json.loads(out)
+    case = Case(("worker_died",), "semaphore_removed", ("sem.mp-", "RemoveIPC"))
+    assert_cause(result, err, case)
+    # The workers' tracebacks are kept with the cycle, not lost.
+    assert "_rebuild" in result["stderr"] or "__setstate__" in result["stderr"]
+
+
+def test_a_successful_cycle_has_no_cause_and_no_stderr() -> None:
+    done = c.run([*PQD])
+    (result,) = json.loads(done.stdout)
+    assert result["success"] and result["cause"] is None and result["cause_detail"] == ""
+    assert (result["stderr_bytes"], done.stderr) == (0, "")
+
+
+def test_text_output_says_the_cause_too() -> None:
+    with shm("fill", "forkserver") as case:
+        done = c.run([sys.executable, "-m", "pqd", "once"], *case.wraps)
+    lines = done.stdout.splitlines()
+    assert "cause: shm_full" in lines, done.stdout
+    assert any(line.startswith("cause_detail: /dev/shm is full: 64 KiB") for line in lines)
