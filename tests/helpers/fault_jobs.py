@@ -159,3 +159,15 @@ def churning_producer(
         with contextlib.suppress(queue.Full):
             q.put_nowait("A")  # CHURN_LINE
     return jobs.producer_job(q, round_no, items, pause)
+
+
+def shared_memory_leaving_producer(
+    q: jobs.ProbeQueue, round_no: int, items: int, pause: float
+) -> jobs.JobOutcome:
+    """Leaves a shared-memory block in /dev/shm (closed, never unlinked) in round 1, as a job
+    that forgets ``unlink()`` does; the resource tracker would remove it only when it exits."""
+    if round_no == 1:
+        from multiprocessing import shared_memory
+
+        shared_memory.SharedMemory(create=True, size=4096).close()
+    return jobs.producer_job(q, round_no, items, pause)

@@ -228,7 +228,10 @@ class _Cycle:
                 self.tree.note_peak_rss([self.tree.own_pid, *self.tree.helpers, *self.procs.pids()])
                 self.close_gracefully()
         except CycleFailure as exc:
-            return exc
+            # Without its traceback: the frames hold this cycle, which holds the failure, and
+            # such a cycle of references keeps the pool's named semaphores in /dev/shm until a
+            # garbage collection that a runner killed first never does.
+            return exc.with_traceback(None)
         except Exception as exc:  # a bug or an OS error we did not foresee: still clean up
             reason = "spawn_failed" if self.phases.current == "pool_start" else "job_error"
             return CycleFailure(reason, f"{type(exc).__name__}: {exc}")
@@ -474,6 +477,6 @@ def run_cycle(
         cycle.finish()
     cycle.procs.caller.close(REAP_SECONDS)
     result = cycle.result(cycle_id or os.urandom(6).hex(), start)
-    del cycle  # its pool and Manager objects unlink their semaphores as they go
+    del cycle, failure  # the pool's semaphores are unlinked as its objects go
     leaked = headroom.leaked_shm(start.shm_before)
     return dataclasses.replace(result, leaked_shm_objects=leaked)

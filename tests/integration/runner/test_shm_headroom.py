@@ -1,0 +1,111 @@
+"""/dev/shm headroom for real, in a private /dev/shm of its own (tests.helpers.conditions): its
+size and free space, the entries left there by earlier cycles, and what a cycle itself leaves,
+each compared with what the test reads itself (docs/design.md §2, "Headroom").
+
+The cycles run in a Python process inside the mount namespace, as in a probe's runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.conditions import private_shm, run, worker_hook
+
+ROOT = Path(__file__).resolve().parents[3]
+
+RUNNER = """
+import json, os, sys
+from pqd.probe import ProbeConfig
+from pqd.runner.cycle import JobFunctions, run_cycle
+from tests.helpers import fault_jobs
+
+
+def main():
+    method, job, planted = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for n in range(planted):  # what earlier, killed cycles left behind
+        with open(f"/dev/shm/sem.mp-planted{n}", "wb") as f:
+            f.write(bytes(32))
+    jobs = None
+    if job == "leave":
+        jobs = JobFunctions(producer=fault_jobs.shared_memory_leaving_producer)
+    st = os.statvfs("/dev/shm")
+    before = sorted(os.listdir("/dev/shm"))
+    result = run_cycle(ProbeConfig(start_method=method, timeout=20), jobs=jobs)
+    print(json.dumps({
+        "reason": result.reason,
+        "leaked": result.leaked_shm_objects,
+        "headroom": result.headroom.__dict__,
+        "size": st.f_blocks * st.f_frsize,
+        "available": st.f_bavail * st.f_frsize,
+        "before": before,
+        "after": sorted(os.listdir("/dev/shm")),
+    }))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def cycle_in_private_shm(method: str, job: str, planted: int, fault: str = "") -> dict[str, Any]:
+    with private_shm("1m") as namespace, worker_hook() as hook:
+        if fault:
+            hook.add(fault)
+        done = run(
+            [sys.executable, "-c", RUNNER, method, job, str(planted)],
+            namespace.wrap,
+            hook.wrap,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=90,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return data
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
+def test_size_free_space_and_entries_left_by_earlier_cycles_are_the_host_s(method: str) -> None:
+    seen = cycle_in_private_shm(method, "plain", planted=5)
+    room = seen["headroom"]
+    assert seen["reason"] is None
+    assert room["shm_size_bytes"] == seen["size"] == 1 << 20
+    assert room["shm_available_bytes"] == seen["available"] < seen["size"]
+    assert room["shm_objects"] == len(seen["before"]) == 5
+    # Those five were there before the cycle: not the cycle's, so not leaked by it.
+    assert seen["leaked"] == 0
+    assert seen["after"] == seen["before"]
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_failed_cycle_leaves_none_of_its_semaphores_in_dev_shm(method: str) -> None:
+    # The tree, resource tracker included, is SIGKILLed: only the runner can still unlink the
+    # pool's semaphores, which it does as the cycle's objects go.
+    seen = cycle_in_private_shm(method, "plain", planted=0, fault="segv")
+    assert seen["reason"] == "worker_died"
+    assert seen["after"] == seen["before"] == []
+    assert seen["leaked"] == 0
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_shared_memory_block_a_job_leaves_is_counted_as_leaked(method: str) -> None:
+    # The runner's resource tracker outlives the cycle; it would remove the block only when
+    # it exits, so the block is the cycle's leak.
+    seen = cycle_in_private_shm(method, "leave", planted=2)
+    new = sorted(set(seen["after"]) - set(seen["before"]))
+    assert seen["reason"] is None
+    assert len(new) == 1 and new[0].startswith("psm_")
+    assert seen["leaked"] == len(new) == 1
+
+
+def test_under_fork_a_worker_s_own_tracker_removes_what_its_job_left() -> None:
+    # A forked worker that creates shared memory starts a resource tracker of its own, which
+    # exits with the worker when the pool closes and removes the block then.
+    seen = cycle_in_private_shm("fork", "leave", planted=2)
+    assert seen["reason"] is None
+    assert seen["after"] == seen["before"]
+    assert seen["leaked"] == 0
