@@ -1,0 +1,127 @@
+"""Causes under `pqd run`, each condition created for real around the daemon (docs/design.md §1,
+"Causes"): the failed cycle's log line, /cycles/ID, pqd_cycle_failure_causes_total and
+pqd_last_cycle_cause all name it, and nothing of the tree reaches the daemon's log raw."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import conditions as c
+from tests.helpers.pqd_process import PqdProcess, running_pqd, sample
+
+PQD = [sys.executable, "-m", "pqd"]
+ONE_PROBE = '[probes.p]\ninterval = "1s"\ntimeout = "10s"\nworkers = 8\n'
+#: The issue's race: 3 probes of 4 workers at once under one pids limit of 64.
+THREE_PROBES = "".join(f'[probes.p{i}]\ninterval = "1s"\ntimeout = "10s"\n' for i in range(3))
+
+
+@contextlib.contextmanager
+def daemon(tmp_path: Path, config: str, *wraps: c.Wrap) -> Iterator[PqdProcess]:
+    with running_pqd(
+        tmp_path, config, command=c.command(PQD, *wraps), env=c.environment(*wraps)
+    ) as pqd:
+        yield pqd
+
+
+def failed_lines(pqd: PqdProcess) -> list[dict[str, str]]:
+    return pqd.log_events("cycle failed")
+
+
+def assert_no_raw_output(pqd: PqdProcess) -> None:
+    log = pqd.log_text()
+    assert "Traceback" not in log and "Warning:" not in log, log[-3000:]
+
+
+def assert_page_names_it(pqd: PqdProcess, line: dict[str, str], cause: str) -> None:
+    status, page = pqd.get(f"/cycles/{line['cycle_id']}")
+    assert status == 200
+    assert f"{cause}: " in page, page[:3000]
+
+
+@pytest.mark.parametrize(
+    ("condition", "cause", "words"),
+    [
+        ("shm_full", "shm_full", ("/dev/shm is full", "64 KiB")),
+        ("nofile", "open_files_limit", ("RLIMIT_NOFILE", "of 24")),
+        ("tmpdir", "tmpdir_unusable", ("TMPDIR is 106 characters",)),
+    ],
+)
+def test_a_condition_is_named_on_every_surface(
+    tmp_path: Path, condition: str, cause: str, words: tuple[str, ...]
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if condition == "shm_full":
+            wraps = [stack.enter_context(c.private_shm("64k", fill=True)).wrap]
+        elif condition == "nofile":
+            wraps = [c.rlimits(nofile=24)]
+        else:
+            wraps = [stack.enter_context(c.hostile_tmpdir("long", 106)).wrap]
+        pqd = stack.enter_context(daemon(tmp_path, ONE_PROBE, *wraps))
+        text = pqd.scrape_until(
+            lambda t: (
+                (sample(t, "pqd_cycle_failure_causes_total", probe="p", cause=cause) or 0) >= 2
+            ),
+            f"two {cause} cycles",
+        )
+        assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause=cause) == 1
+        assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause="none") == 0
+        line = failed_lines(pqd)[0]
+        assert line["cause"] == cause, line
+        for word in words:
+            assert word in line["cause_detail"], line
+        assert_page_names_it(pqd, line, cause)
+        assert_no_raw_output(pqd)
+
+
+def test_a_pids_limit_is_one_cause_whatever_part_of_the_cycle_tripped(tmp_path: Path) -> None:
+    with c.pids_cgroup(64) as group, daemon(tmp_path, THREE_PROBES, group.wrap) as pqd:
+        pqd.scrape_until(
+            lambda t: (
+                sum(
+                    sample(
+                        t, "pqd_cycle_failure_causes_total", probe=f"p{i}", cause="process_limit"
+                    )
+                    or 0
+                    for i in range(3)
+                )
+                >= 3
+            ),
+            "three process_limit cycles",
+            seconds=90,
+        )
+        refused = group.keyed("pids.events")["max"]
+        lines = failed_lines(pqd)
+        assert_no_raw_output(pqd)
+    assert refused > 0
+    # Every failed cycle says process_limit, not the reason it tripped over (EOFError, a hung
+    # join, a dead Manager, ...). A cycle can fail from a limit hit while it ran, so each
+    # must name the cgroup.
+    assert lines and {line["cause"] for line in lines} == {"process_limit"}, lines
+    assert all(group.path.name in line["cause_detail"] for line in lines), lines
+    assert len({line["reason"] for line in lines}) >= 1
+
+
+def test_an_oom_killed_worker_is_named_with_its_peak(tmp_path: Path) -> None:
+    with (
+        c.memory_cgroup(150 * 2**20) as group,
+        c.worker_hook() as hook,
+        daemon(tmp_path, ONE_PROBE, group.wrap, hook.wrap) as pqd,
+    ):
+        hook.add("oom 300000000")
+        text = pqd.scrape_until(
+            lambda t: (
+                (sample(t, "pqd_cycle_failure_causes_total", probe="p", cause="memory_limit") or 0)
+                >= 1
+            ),
+            "a memory_limit cycle",
+        )
+        line = failed_lines(pqd)[0]
+        assert_page_names_it(pqd, line, "memory_limit")
+        assert_no_raw_output(pqd)
+    assert "OOM killer" in line["cause_detail"] and "150 MiB" in line["cause_detail"]
+    assert (sample(text, "pqd_last_cycle_max_rss_bytes", probe="p") or 0) > 60 * 2**20
