@@ -94,18 +94,12 @@ def test_a_failed_cycle_leaves_none_of_its_semaphores_in_dev_shm(method: str) ->
 @pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_a_shared_memory_block_a_job_leaves_is_counted_as_leaked(method: str) -> None:
     # The runner's resource tracker outlives the cycle; it would remove the block only when
-    # it exits, so the block is the cycle's leak.
+    # it exits, so the block is the cycle's leak. (Under fork a worker that creates shared
+    # memory starts a tracker of its own, which removes the block when it notices the worker
+    # gone: at some moment after the pool closed, before or after the cycle's count.)
     seen = cycle_in_private_shm(method, "leave", planted=2)
     new = sorted(set(seen["after"]) - set(seen["before"]))
     assert seen["reason"] is None
     assert len(new) == 1 and new[0].startswith("psm_")
     assert seen["leaked"] == len(new) == 1
 
-
-def test_under_fork_a_worker_s_own_tracker_removes_what_its_job_left() -> None:
-    # A forked worker that creates shared memory starts a resource tracker of its own, which
-    # exits with the worker when the pool closes and removes the block then.
-    seen = cycle_in_private_shm("fork", "leave", planted=2)
-    assert seen["reason"] is None
-    assert seen["after"] == seen["before"]
-    assert seen["leaked"] == 0
