@@ -102,4 +102,3 @@ def test_a_shared_memory_block_a_job_leaves_is_counted_as_leaked(method: str) ->
     assert seen["reason"] is None
     assert len(new) == 1 and new[0].startswith("psm_")
     assert seen["leaked"] == len(new) == 1
-
