@@ -6,12 +6,7 @@ forkserver and resource tracker, and runs one cycle each time pqd asks. It stays
 cycles (a warm forkserver keeps a cycle cheap) and streams what happens to pqd as JSON lines on
 an inherited pipe, so pqd can enforce the deadline from outside and kill the whole tree.
 
-Protocol (one JSON object per line):
-
-* pqd -> runner, on stdin: ``{"cycle": {ProbeConfig fields}, "cycle_id": "..."}``. EOF: stop.
-* runner -> pqd, on the events pipe: ``{"event": "ready", "pid": N}`` once, then per cycle
-  ``begun``, ``processes``, ``job`` (one per finished job), ``failing`` (if it fails) and
-  ``result`` (the whole CycleResult).
+The pipe protocol, both ways, is pqd.runner.events.
 
 Top-level imports are the standard library only: every spawn child of the runner re-imports
 this module as its ``__mp_main__``, and pays for whatever it imports.
@@ -19,43 +14,11 @@ this module as its ``__mp_main__``, and pays for whatever it imports.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import sys
 import threading
-from typing import IO, Any
-
-#: Longest command line pqd sends (a ProbeConfig is a few hundred bytes).
-MAX_COMMAND_BYTES = 64 * 1024
-
-
-class _EventStream:
-    """The CycleObserver that writes each event to pqd as one JSON line."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self._out = out
-        self._lock = threading.Lock()
-
-    def send(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, **fields}, separators=(",", ":"))
-        with self._lock:
-            self._out.write(line + "\n")
-            self._out.flush()
-
-    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
-        self.send("begun", host_pid_count=host_pid_count, helpers=helpers)
-
-    def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
-        self.send("processes", manager=manager_pid, workers=list(worker_pids))
-
-    def job_finished(self, report: Any) -> None:
-        import dataclasses
-
-        self.send("job", report=dataclasses.asdict(report))
-
-    def failing(self, reason: str, detail: str) -> None:
-        self.send("failing", reason=reason, detail=detail)
+from typing import IO
 
 
 def _kill_own_tree(cgroup_dir: str | None) -> None:
@@ -85,25 +48,31 @@ def _die_with_pqd(pqd_pid: int, cgroup_dir: str | None) -> None:
     threading.Thread(target=watch, name="pqd-runner-death-watch", daemon=True).start()
 
 
-def _serve(events: IO[str], cgroup_dir: str | None) -> int:
-    from pqd.probe import ProbeConfig
-    from pqd.results import result_to_dict
+def _serve(events: IO[bytes], cgroup_dir: str | None) -> int:
     from pqd.runner import stacks
     from pqd.runner.containment import ProbeCgroup
     from pqd.runner.cycle import run_cycle
+    from pqd.runner.events import (
+        EventWriter,
+        Finished,
+        ProtocolError,
+        Ready,
+        Refused,
+        decode_command,
+    )
 
     stacks_dir = os.environ.get(stacks.STACKS_DIR_ENV)
     group = None if cgroup_dir is None else ProbeCgroup(cgroup_dir)
-    stream = _EventStream(events)
-    stream.send("ready", pid=os.getpid())
-    for line in sys.stdin:
-        if len(line) > MAX_COMMAND_BYTES:
-            stream.send("error", detail=f"command longer than {MAX_COMMAND_BYTES} bytes")
+    stream = EventWriter(events)
+    stream.send(Ready(os.getpid()))
+    for line in sys.stdin.buffer:
+        try:
+            command = decode_command(line)
+        except ProtocolError as exc:
+            stream.send(Refused(str(exc)))
             return 2
-        command = json.loads(line)
-        probe = ProbeConfig(**command["cycle"])
-        result = run_cycle(probe, observer=stream, cycle_id=command["cycle_id"], cgroup=group)
-        stream.send("result", result=result_to_dict(result))
+        result = run_cycle(command.probe, observer=stream, cycle_id=command.cycle_id, cgroup=group)
+        stream.send(Finished(result))
         if stacks_dir:
             stacks.prune(stacks_dir)
     return 0
@@ -127,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     containment.become_child_subreaper()
     _die_with_pqd(args.pqd_pid, args.cgroup)
     os.set_inheritable(args.events_fd, False)
-    with os.fdopen(args.events_fd, "w", encoding="utf-8") as events:
+    with os.fdopen(args.events_fd, "wb") as events:
         try:
             return _serve(events, args.cgroup)
         except BrokenPipeError:

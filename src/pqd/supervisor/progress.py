@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from pqd.probe import ProbeConfig
 from pqd.results import (
@@ -15,11 +15,10 @@ from pqd.results import (
     JobLedger,
     LiveSample,
     StuckProcess,
-    job_report_from_dict,
-    result_from_dict,
     settings_and_jobs,
 )
 from pqd.runner import procs
+from pqd.runner.events import Begun, Event, Failing, Finished, JobFinished, ProcessesStarted
 from pqd.supervisor.runner_process import RunnerProcess
 
 CANCELLED = "cancelled: pqd is stopping"
@@ -49,30 +48,29 @@ class Progress:
     failing_at: float | None = None
     result: CycleResult | None = None
 
-    def apply(self, event: dict[str, Any], observer: LiveObserver | None) -> None:
-        """Take in one event of the runner's (pqd.runner.main lists them)."""
-        kind = event.get("event")
-        if kind == "begun":
-            self.pid_count_before = int(event["host_pid_count"])
-            for pid, role in dict(event.get("helpers", {})).items():
-                self.roles.setdefault(int(pid), str(role))
-        elif kind == "processes":
+    def apply(self, event: Event, observer: LiveObserver | None) -> None:
+        """Take in one event of the runner's."""
+        if isinstance(event, Begun):
+            self.pid_count_before = event.host_pid_count
+            for pid, role in event.helpers.items():
+                self.roles.setdefault(pid, role)
+        elif isinstance(event, ProcessesStarted):
             self.processes_at = time.monotonic()
-            self.roles[int(event["manager"])] = "Manager"
-            for number, pid in enumerate(event["workers"], 1):
-                self.roles[int(pid)] = f"pool worker {number}"
-        elif kind == "job":
-            report = job_report_from_dict(event["report"])
+            self.roles[event.manager_pid] = "Manager"
+            for number, pid in enumerate(event.worker_pids, 1):
+                self.roles[pid] = f"pool worker {number}"
+        elif isinstance(event, JobFinished):
+            report = event.report
             self.jobs.add(report)
             if observer is not None:
                 observer.sampled(
                     LiveSample(self.probe.name, report.queue_depth_after, report.workers_live_after)
                 )
-        elif kind == "failing":
-            self.failing = (str(event["reason"]), str(event["detail"]))
+        elif isinstance(event, Failing):
+            self.failing = (event.reason, event.detail)
             self.failing_at = time.monotonic()
-        elif kind == "result":
-            self.result = result_from_dict(event["result"])
+        elif isinstance(event, Finished):
+            self.result = event.result
 
 
 def role_of(pid: int) -> str:

@@ -1,28 +1,26 @@
 """pqd's handle on one runner process (pqd.runner.main): starting it, sending it a cycle, and
-reading the JSON lines it streams back, never blocking past a deadline (docs/design.md §1a)."""
+reading the events it streams back (pqd.runner.events), never blocking past a deadline
+(docs/design.md §1a)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from pqd.probe import ProbeConfig
 from pqd.runner import stacks
 from pqd.runner.containment import ProbeCgroup
+from pqd.runner.events import Event, LineReader, RunCycle, encode_command
 from pqd.supervisor.stderr_capture import StderrCapture
 
 #: How long a runner may take to start (interpreter + imports) before the cycle fails.
 START_SECONDS = 10.0
-#: A line from the runner longer than this ends the cycle (pqd's memory stays bounded).
-MAX_EVENT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -33,10 +31,10 @@ class RunnerProcess:
     group: ProbeCgroup | None
     stacks_dir: str  # where its tree's processes write their stack dumps (pqd.runner.stacks)
     stderr: StderrCapture  # what its tree writes to stderr, read whenever pqd waits on it
-    pending: bytearray = field(default_factory=bytearray)
     # The runner's pids and memory cgroups with their ancestors (pqd.runner.host_evidence),
     # found at its first cycle: it stays in them.
     cgroup_dirs: dict[str, list[str]] | None = None
+    reader: LineReader = field(default_factory=LineReader)
 
     @classmethod
     def launch(
@@ -86,8 +84,7 @@ class RunnerProcess:
 
     def send(self, probe: ProbeConfig, cycle_id: str) -> None:
         assert self.proc.stdin is not None
-        line = json.dumps({"cycle": asdict(probe), "cycle_id": cycle_id}) + "\n"
-        self.proc.stdin.write(line.encode())
+        self.proc.stdin.write(encode_command(RunCycle(probe, cycle_id)))
         self.proc.stdin.flush()
 
     def wait_readable(self, seconds: float) -> tuple[bool, bool]:
@@ -103,19 +100,15 @@ class RunnerProcess:
         exited = self.pidfd in readable if self.pidfd is not None else self.proc.poll() is not None
         return self.events in readable, exited
 
-    def read_lines(self) -> list[str]:
-        """The complete lines readable now. EOFError once the runner closed its event pipe."""
+    def read_events(self) -> list[Event]:
+        """The events complete now. EOFError once the runner closed its event pipe; ProtocolError
+        (a ValueError) on a line that is not an event."""
         data = os.read(self.events, 1 << 20)
         if not data:
             raise EOFError("the runner closed its event pipe")
-        self.pending += data
-        if len(self.pending) > MAX_EVENT_BYTES:
-            raise ValueError(f"the runner sent more than {MAX_EVENT_BYTES} bytes in one event")
-        *lines, rest = self.pending.split(b"\n")
-        self.pending = bytearray(rest)
-        return [line.decode() for line in lines if line]
+        return self.reader.feed(data)
 
-    def first_event(self, deadline: float) -> dict[str, Any] | None:
+    def first_event(self, deadline: float) -> Event | None:
         """The runner's first event, or None if it exited first. TimeoutError past the deadline
         or START_SECONDS."""
         limit = min(deadline, time.monotonic() + START_SECONDS)
@@ -126,11 +119,11 @@ class RunnerProcess:
             events_ready, exited = self.wait_readable(left)
             if events_ready:
                 try:
-                    lines = self.read_lines()
+                    events = self.read_events()
                 except EOFError:
                     return None
-                if lines:
-                    return dict(json.loads(lines[0]))
+                if events:
+                    return events[0]
             elif exited:
                 return None
 

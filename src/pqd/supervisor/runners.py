@@ -14,7 +14,6 @@ end, pqd.supervisor.progress.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from pqd.probe import ProbeConfig
 from pqd.results import CycleResult, StuckProcess
 from pqd.runner import containment, procs, stacks
 from pqd.runner.containment import ProbeCgroup
+from pqd.runner.events import Ready
 from pqd.runner.host_evidence import Counters
 from pqd.supervisor.diagnosis import diagnose
 from pqd.supervisor.progress import (
@@ -99,7 +99,7 @@ class Runners:
             self._pids.add(runner.pid)
         try:
             ready = runner.first_event(deadline)
-            if ready is None or ready.get("event") != "ready":
+            if not isinstance(ready, Ready):
                 raise OSError(f"runner pid {runner.pid} exited while starting")
         except BaseException:
             self._kill(runner)
@@ -283,11 +283,11 @@ class Runners:
             events_ready, exited = runner.wait_readable(wait)
             if events_ready:
                 try:
-                    lines = runner.read_lines()
+                    events = runner.read_events()
                 except EOFError:
                     return runner.death(KILL_SECONDS)
-                for line in lines:
-                    progress.apply(json.loads(line), observer)
+                for event in events:
+                    progress.apply(event, observer)
                     if progress.result is not None:
                         return None
             elif exited:
