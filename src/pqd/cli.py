@@ -130,7 +130,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pqd.errors import ConfigError
     from pqd.runner import containment
     from pqd.supervisor.runners import Runners
-    from pqd.trace import render_summary, render_trace, render_where_stuck
+    from pqd.trace import render_headroom, render_summary, render_trace, render_where_stuck
 
     if args.textfile is not None:
         _check_textfile_target(args.textfile)
@@ -155,7 +155,8 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if not args.json:
                 print("\n".join(render_trace(result)))
                 print()
-                print("\n".join([*render_summary(result), *render_where_stuck(result)]))
+                summary = [*render_summary(result), *render_headroom(result)]
+                print("\n".join([*summary, *render_where_stuck(result)]))
                 print(flush=True)
     finally:
         runners.close()

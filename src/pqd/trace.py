@@ -105,6 +105,56 @@ def _warnings(result: CycleResult) -> str:
     return " ".join(counted) or "none"
 
 
+def _share(used: int, limit: int) -> str:
+    return f" ({100 * used / limit:.1f}%)" if limit > 0 and used >= 0 else ""
+
+
+def headroom_rows(result: CycleResult) -> list[tuple[str, str]]:
+    """The probe's headroom as the cycle began (docs/design.md §2), one (resource, text) each:
+    used and limit, and where the limit comes from; empty for a result without headroom."""
+    room = result.headroom
+    if room is None:
+        return []
+    leaked = result.leaked_shm_objects
+    left = "" if leaked is None else f", {leaked} left by this cycle"
+    files = result.max_open_files
+    tmpdir = "usable" if room.tmpdir_usable else f"NOT usable: {room.tmpdir_problem}"
+    return [
+        (
+            "shm",
+            f"{room.shm_available_bytes} of {room.shm_size_bytes} bytes free"
+            f"{_share(room.shm_available_bytes, room.shm_size_bytes)}, "
+            f"{room.shm_objects} entries{left}",
+        ),
+        (
+            "pids",
+            f"{room.pids_current} of {room.pids_limit}"
+            f"{_share(room.pids_current, room.pids_limit)} ({room.pids_source})",
+        ),
+        (
+            "memory",
+            f"{room.memory_usage_bytes} of {room.memory_limit_bytes} bytes"
+            f"{_share(room.memory_usage_bytes, room.memory_limit_bytes)} ({room.memory_source})",
+        ),
+        (
+            "open_files",
+            ("not measured" if files is None else f"{files}")
+            + f" of {room.open_files_limit} (most in one process of the cycle)",
+        ),
+        (
+            "cpu",
+            f"Pool() starts {room.cpu_count} workers for {room.cpu_quota_cores:g} cores"
+            f" ({room.cpu_source})",
+        ),
+        ("tmpdir", f"{tmpdir} ({room.tmpdir or '?'})"),
+    ]
+
+
+def render_headroom(result: CycleResult) -> list[str]:
+    """``headroom_RESOURCE: text`` lines, after the summary."""
+    return [f"headroom_{name}: {text}" for name, text in headroom_rows(result)]
+
+
 def render_where_stuck(result: CycleResult) -> list[str]:
     """A failed cycle's "Where it was stuck" (pqd.runner.stacks) and a job_error's traceback,
     indented under two headings; nothing for a cycle without them."""

@@ -12,6 +12,7 @@ from typing import Final
 from urllib.parse import quote
 
 from pqd.results import CycleResult
+from pqd.trace import headroom_rows
 from pqd.web import markup
 from pqd.web.state import ProbeView, WebState
 
@@ -326,12 +327,27 @@ def probe_page(
     parts = [
         f"<h2>Probe <code>{markup.escape(probe.name)}</code></h2>",
         status_table(base, probe_statuses([probe], own), now),
+        *_headroom(base, own),
         "<h3>Settings</h3>",
         markup.settings_table(probe.settings),
         '<h3 id="cycles">Recent cycles</h3>',
         cycle_listing(base, markup.probe_href(base, probe.name), own, query, None),
     ]
     return markup.page(f"pqd: probe {probe.name}", base, "\n".join(parts))
+
+
+def _headroom(base: str, cycles: Sequence[CycleResult]) -> list[str]:
+    """The headroom the probe's latest cycle began with (docs/design.md §2), if any has one."""
+    measured = [c for c in cycles if c.headroom is not None]
+    if not measured:
+        return []
+    latest = max(measured, key=lambda c: c.ended_at)
+    began = markup.link(markup.cycle_href(base, latest.cycle_id), markup.utc(latest.started_at))
+    return [
+        '<h3 id="headroom">Headroom</h3>',
+        f"<p>As the cycle of {began} began, in the probe's own cgroup, limits and /dev/shm.</p>",
+        markup.kv_table(headroom_rows(latest)),
+    ]
 
 
 def config_page(base: str, state: WebState) -> str:
