@@ -45,6 +45,7 @@ from tests.helpers.namespaces import (
     private_shm,
     read_only_steps,
 )
+from tests.helpers.waiting import wait_until
 from tests.helpers.wraps import (
     RANK_IDENTITY,
     RANK_LIMIT,
@@ -54,7 +55,6 @@ from tests.helpers.wraps import (
     environment,
     proc_state,
     run,
-    wait_until,
 )
 
 __all__ = [

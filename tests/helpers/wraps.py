@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -79,18 +78,6 @@ def run(
         stdin=subprocess.DEVNULL,
         cwd=cwd,
     )
-
-
-def wait_until(predicate: Callable[[], T | None], what: str, seconds: float = 30.0) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def proc_state(pid: int) -> str:
