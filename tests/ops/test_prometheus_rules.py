@@ -51,6 +51,14 @@ REQUIRED_ALERTS = {
     # Multi-window, multi-burn-rate alerts on the success objective (the SRE workbook's).
     "PqdErrorBudgetBurnFast",
     "PqdErrorBudgetBurnSlow",
+    # Headroom: before the failure (docs/design.md §2).
+    "PqdSharedMemoryLow",
+    "PqdSharedMemoryObjectsGrowing",
+    "PqdPidsNearLimit",
+    "PqdMemoryNearLimit",
+    "PqdOpenFilesNearLimit",
+    "PqdPoolOversubscribed",
+    "PqdTmpdirUnusable",
 }
 
 #: Recording rules other files (dashboards) may query by name; more may be added.
