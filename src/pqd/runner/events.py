@@ -6,7 +6,7 @@ import. One JSON object per line in each direction:
   (``RunCycle``). EOF: stop.
 * runner -> pqd, on the inherited events pipe: ``ready`` once, then per cycle ``begun``,
   ``processes``, ``job`` (one per finished job), ``failing`` (if it fails) and ``result`` (the
-  whole CycleResult); ``error`` if the runner refuses a command.
+  whole CycleResult). A runner that cannot read a command says ``failing`` and stops.
 
 Standard library only: the runner side imports it, and may run under another CPython.
 """
@@ -34,14 +34,6 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunCycle:
-    """pqd -> runner: run one cycle of ``probe``."""
-
-    probe: ProbeConfig
-    cycle_id: str
-
-
-@dataclass(frozen=True)
 class Ready:
     """The runner has started and waits for commands."""
 
@@ -52,8 +44,8 @@ class Ready:
 class Begun:
     """A cycle began: the host's pid count before it, and the helpers already running."""
 
-    host_pid_count: int
     helpers: dict[int, str]  # pid -> role ("forkserver", "resource tracker")
+    host_pid_count: int
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,7 @@ class ProcessesStarted:
 
 
 @dataclass(frozen=True)
-class JobFinished:
+class JobFinished:  # one job of the cycle finished, well or not
     report: JobReport
 
 
@@ -82,16 +74,9 @@ class Finished:
     result: CycleResult
 
 
-@dataclass(frozen=True)
-class Refused:
-    """The runner refused a command and stops."""
-
-    detail: str
-
-
 # A runtime alias, so Union: the runner side also runs under CPython 3.9 (PEP 604 is 3.10).
 Event = Union[  # noqa: UP007
-    Ready, Begun, ProcessesStarted, JobFinished, Failing, Finished, Refused
+    Ready, Begun, ProcessesStarted, JobFinished, Failing, Finished
 ]
 
 
@@ -112,7 +97,7 @@ def _wire(event: Event) -> dict[str, Any]:
         return {"event": "failing", "reason": event.reason, "detail": event.detail}
     if isinstance(event, Finished):
         return {"event": "result", "result": dataclasses.asdict(event.result)}
-    return {"event": "error", "detail": event.detail}
+    raise TypeError(f"not an event: {type(event).__name__}")
 
 
 def encode(event: Event) -> bytes:
@@ -126,7 +111,7 @@ def _from_wire(data: Mapping[str, Any]) -> Event:
         return Ready(int(data["pid"]))
     if kind == "begun":
         helpers = {int(pid): str(role) for pid, role in dict(data["helpers"]).items()}
-        return Begun(int(data["host_pid_count"]), helpers)
+        return Begun(helpers, int(data["host_pid_count"]))
     if kind == "processes":
         return ProcessesStarted(int(data["manager"]), tuple(int(p) for p in data["workers"]))
     if kind == "job":
@@ -135,8 +120,6 @@ def _from_wire(data: Mapping[str, Any]) -> Event:
         return Failing(str(data["reason"]), str(data["detail"]))
     if kind == "result":
         return Finished(result_from_dict(data["result"]))
-    if kind == "error":
-        return Refused(str(data["detail"]))
     raise ProtocolError(f"unknown event {str(kind)[:40]!r}")
 
 
@@ -151,6 +134,14 @@ def decode(line: bytes | str) -> Event:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"malformed event: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunCycle:
+    """pqd -> runner: run one cycle of ``probe``."""
+
+    probe: ProbeConfig
+    cycle_id: str
 
 
 def encode_command(command: RunCycle) -> bytes:
@@ -202,7 +193,7 @@ class EventWriter:
             self._out.flush()
 
     def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
-        self.send(Begun(host_pid_count, helpers))
+        self.send(Begun(helpers, host_pid_count))
 
     def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
         self.send(ProcessesStarted(manager_pid, worker_pids))

@@ -57,7 +57,6 @@ def _serve(events: IO[bytes], cgroup_dir: str | None) -> int:
         Finished,
         ProtocolError,
         Ready,
-        Refused,
         decode_command,
     )
 
@@ -69,7 +68,7 @@ def _serve(events: IO[bytes], cgroup_dir: str | None) -> int:
         try:
             command = decode_command(line)
         except ProtocolError as exc:
-            stream.send(Refused(str(exc)))
+            stream.failing("helper_died", f"the runner refused its command: {exc}")
             return 2
         result = run_cycle(command.probe, observer=stream, cycle_id=command.cycle_id, cgroup=group)
         stream.send(Finished(result))

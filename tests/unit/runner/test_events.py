@@ -21,7 +21,6 @@ from pqd.runner.events import (
     ProcessesStarted,
     ProtocolError,
     Ready,
-    Refused,
     RunCycle,
 )
 from tests.helpers.factories import seed_jobs, seed_shaped_result
@@ -49,7 +48,6 @@ EVERY_EVENT: tuple[events.Event, ...] = (
     Failing(reason="worker_died", detail="pool worker pid 44 exited (exit code -9)"),
     Finished(result=seed_shaped_result(jobs=JOBS)),
     Finished(result=FAILED),
-    Refused(detail="command longer than 65536 bytes"),
 )
 
 
@@ -70,7 +68,6 @@ def test_the_wire_names_are_the_documented_ones() -> None:
     names = [events.encode(e).split(b'"event":"')[1].split(b'"')[0] for e in EVERY_EVENT]
     assert sorted(set(names)) == [
         b"begun",
-        b"error",
         b"failing",
         b"job",
         b"processes",
@@ -94,7 +91,7 @@ def test_the_writer_is_a_cycle_observer_writing_what_the_reader_reads() -> None:
     writer.failing("job_error", "consumer job of round 3 raised EOFError")
     expected = [
         Ready(7),
-        Begun(91, {41: "forkserver"}),
+        Begun({41: "forkserver"}, 91),
         ProcessesStarted(43, (44, 45)),
         JobFinished(JOBS[0]),
         Failing("job_error", "consumer job of round 3 raised EOFError"),
