@@ -72,6 +72,38 @@ def failures_by_reason() -> timeseries.Panel:
     )
 
 
+def failures_by_cause() -> timeseries.Panel:
+    # The causes are spelled out, as the reasons are (docs/design.md §1, "Causes").
+    return timeseries_panel(
+        "Failures per minute by cause",
+        "What on the host made cycles fail (pqd_cycle_failure_causes_total): shm_full, "
+        "shm_unavailable, semaphore_removed, process_limit, open_files_limit, memory_limit, "
+        "tmpdir_unusable, unpicklable, crashed, killed, stopped, uninterruptible, unknown. "
+        "The runbook has a section for each; the failed cycle's page has the sentence.",
+        [
+            query(
+                per_minute("pqd_cycle_failure_causes_total", by="instance, probe, cause"),
+                legend="{{cause}} " + PROBE_LEGEND,
+            )
+        ],
+        unit="cpm",
+    )
+
+
+def last_cause() -> stat.Panel:
+    return stat_panel(
+        "Cause of the last cycle",
+        "pqd_last_cycle_cause: none after a successful cycle, else what on the host made the "
+        "last cycle fail.",
+        [
+            query(
+                f"{probe_metric('pqd_last_cycle_cause')} == 1",
+                legend="{{pqd_last_cycle_cause}} " + PROBE_LEGEND,
+            )
+        ],
+    )
+
+
 def skips_by_reason() -> timeseries.Panel:
     return timeseries_panel(
         "Skipped cycles per minute by reason",
@@ -119,6 +151,7 @@ def cycles_row() -> DashboardRow:
                 [last_cycle().span(6), since_last_success().span(6), outcome_over_time().span(12)],
             ),
             Line(8, [failures_by_reason().span(12), skips_by_reason().span(12)]),
+            Line(8, [failures_by_cause().span(16), last_cause().span(8)]),
             Line(8, [cycles_and_jobs().span(12), jobs_in_last_cycle().span(12)]),
         ],
     )
