@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pqd.results import FAILURE_REASONS
+from pqd.results import FAILURE_CAUSES, FAILURE_REASONS
 from tests.helpers.ops import (
     ALERT_TESTS_FILE,
     ALERTS_FILE,
@@ -207,6 +207,13 @@ def test_runbook_explains_every_failure_reason() -> None:
     text = RUNBOOK.read_text(encoding="utf-8")
     for reason in FAILURE_REASONS:
         assert re.search(rf"^\| `{reason}` \|", text, re.MULTILINE), f"{RUNBOOK}: no {reason} row"
+
+
+def test_runbook_has_a_section_for_every_cause() -> None:
+    # The alert's description and the cycle's page name a cause; its section says what to do.
+    text = RUNBOOK.read_text(encoding="utf-8")
+    for cause in FAILURE_CAUSES:
+        assert re.search(rf"^### `{cause}`$", text, re.MULTILINE), f"{RUNBOOK}: no {cause}"
 
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.get("alert") or r["record"])
