@@ -89,7 +89,9 @@ class CycleObserver(Protocol):
     """Told what happens while a cycle runs; the runner streams it to pqd as it happens, so pqd
     knows how far a cycle got when it has to kill it."""
 
-    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None: ...
+    def begun(
+        self, host_pid_count: int, helpers: dict[int, str], headroom: Headroom | None = None
+    ) -> None: ...
 
     def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None: ...
 
@@ -99,7 +101,9 @@ class CycleObserver(Protocol):
 
 
 class _NoObserver:
-    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
+    def begun(
+        self, host_pid_count: int, helpers: dict[int, str], headroom: Headroom | None = None
+    ) -> None:
         pass
 
     def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
@@ -175,7 +179,7 @@ class _Cycle:
             headroom.read(),
             headroom.mp_shm_names(),
         )
-        self.observer.begun(start.pid_count, dict(self.tree.helpers))
+        self.observer.begun(start.pid_count, dict(self.tree.helpers), start.headroom)
         return start
 
     # -- deadlines and liveness -----

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Union
 
 from pqd.probe import ProbeConfig
-from pqd.results import CycleResult, JobReport, job_report_from_dict, result_from_dict
+from pqd.results import CycleResult, Headroom, JobReport, job_report_from_dict, result_from_dict
 
 #: Longest command line pqd sends (a ProbeConfig is a few hundred bytes).
 MAX_COMMAND_BYTES = 64 * 1024
@@ -42,10 +42,12 @@ class Ready:
 
 @dataclass(frozen=True)
 class Begun:
-    """A cycle began: the host's pid count before it, and the helpers already running."""
+    """A cycle began: the host's pid count before it, the helpers already running, and the
+    probe's headroom as read then (docs/design.md §2), kept by pqd for a cycle it must end."""
 
     helpers: dict[int, str]  # pid -> role ("forkserver", "resource tracker")
     host_pid_count: int
+    headroom: Headroom | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,13 @@ def _wire(event: Event) -> dict[str, Any]:
     if isinstance(event, Ready):
         return {"event": "ready", "pid": event.pid}
     if isinstance(event, Begun):
-        return {"event": "begun", "host_pid_count": event.host_pid_count, "helpers": event.helpers}
+        room = None if event.headroom is None else dataclasses.asdict(event.headroom)
+        return {
+            "event": "begun",
+            "host_pid_count": event.host_pid_count,
+            "helpers": event.helpers,
+            "headroom": room,
+        }
     if isinstance(event, ProcessesStarted):
         return {
             "event": "processes",
@@ -111,7 +119,10 @@ def _from_wire(data: Mapping[str, Any]) -> Event:
         return Ready(int(data["pid"]))
     if kind == "begun":
         helpers = {int(pid): str(role) for pid, role in dict(data["helpers"]).items()}
-        return Begun(helpers, int(data["host_pid_count"]))
+        room = data.get("headroom")
+        return Begun(
+            helpers, int(data["host_pid_count"]), None if room is None else Headroom(**room)
+        )
     if kind == "processes":
         return ProcessesStarted(int(data["manager"]), tuple(int(p) for p in data["workers"]))
     if kind == "job":
@@ -192,8 +203,10 @@ class EventWriter:
             self._out.write(line)
             self._out.flush()
 
-    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
-        self.send(Begun(helpers, host_pid_count))
+    def begun(
+        self, host_pid_count: int, helpers: dict[int, str], headroom: Headroom | None = None
+    ) -> None:
+        self.send(Begun(helpers, host_pid_count, headroom))
 
     def processes_started(self, manager_pid: int, worker_pids: tuple[int, ...]) -> None:
         self.send(ProcessesStarted(manager_pid, worker_pids))

@@ -12,6 +12,7 @@ from pqd.probe import ProbeConfig
 from pqd.results import (
     PROCESS_ROLES,
     CycleResult,
+    Headroom,
     JobLedger,
     LiveSample,
     StuckProcess,
@@ -47,11 +48,13 @@ class Progress:
     failing: tuple[str, str] | None = None
     failing_at: float | None = None
     result: CycleResult | None = None
+    headroom: Headroom | None = None  # as the runner read it when the cycle began
 
     def apply(self, event: Event, observer: LiveObserver | None) -> None:
         """Take in one event of the runner's."""
         if isinstance(event, Begun):
             self.pid_count_before = event.host_pid_count
+            self.headroom = event.headroom
             for pid, role in event.helpers.items():
                 self.roles.setdefault(pid, role)
         elif isinstance(event, ProcessesStarted):
@@ -181,4 +184,5 @@ def killed_result(
         cpu_seconds=cpu_seconds,
         max_rss_bytes=max_rss_bytes,
         stuck=stuck,
+        headroom=progress.headroom,
     )

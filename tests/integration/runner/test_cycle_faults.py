@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from pqd.probe import ProbeConfig
-from pqd.results import CycleResult, JobReport
+from pqd.results import CycleResult, Headroom, JobReport
 from pqd.runner.containment import become_child_subreaper
 from pqd.runner.cycle import JobFunctions, run_cycle
 from tests.helpers import fault_jobs
@@ -46,7 +46,9 @@ class Recorder:
         self.worker_pids = worker_pids
         self.started.set()
 
-    def begun(self, host_pid_count: int, helpers: dict[int, str]) -> None:
+    def begun(
+        self, host_pid_count: int, helpers: dict[int, str], headroom: Headroom | None = None
+    ) -> None:
         pass
 
     def job_finished(self, report: JobReport) -> None:

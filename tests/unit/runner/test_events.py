@@ -23,7 +23,7 @@ from pqd.runner.events import (
     Ready,
     RunCycle,
 )
-from tests.helpers.factories import seed_jobs, seed_shaped_result
+from tests.helpers.factories import seed_jobs, seed_shaped_result, tight_headroom
 
 JOBS = seed_jobs()
 FAILED = seed_shaped_result(
@@ -42,6 +42,7 @@ EVERY_EVENT: tuple[events.Event, ...] = (
     Ready(pid=4242),
     Begun(host_pid_count=91, helpers={41: "forkserver", 42: "resource tracker"}),
     Begun(host_pid_count=91, helpers={}),
+    Begun(host_pid_count=91, helpers={}, headroom=tight_headroom()),
     ProcessesStarted(manager_pid=43, worker_pids=(44, 45, 46, 47)),
     JobFinished(report=JOBS[0]),
     JobFinished(report=JOBS[1]),
