@@ -28,6 +28,7 @@ from pqd_dashboards.queries import FAILED_CYCLES, INSTANCE_SELECTOR, JOB_SELECTO
 from pqd_dashboards.rows.cycles import cycles_row
 from pqd_dashboards.rows.duration_and_cost import duration_and_cost_row
 from pqd_dashboards.rows.fleet import fleet_row
+from pqd_dashboards.rows.headroom import headroom_row
 from pqd_dashboards.rows.pqd_itself import pqd_itself_row
 from pqd_dashboards.rows.queue import queue_row
 from pqd_dashboards.rows.workers import workers_row
@@ -35,7 +36,15 @@ from pqd_dashboards.rows.workers import workers_row
 #: Stable: links and the provisioned file name (pqd-overview.json) depend on it.
 UID = "pqd-overview"
 
-ROWS = (fleet_row, cycles_row, queue_row, workers_row, duration_and_cost_row, pqd_itself_row)
+ROWS = (
+    fleet_row,
+    cycles_row,
+    queue_row,
+    workers_row,
+    duration_and_cost_row,
+    headroom_row,
+    pqd_itself_row,
+)
 
 #: Fields of the failed-cycles annotation that Grafana's Prometheus data source reads but the
 #: SDK's dashboard schema does not model; added to the JSON after encoding.

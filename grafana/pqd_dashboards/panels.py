@@ -203,8 +203,11 @@ class FleetColumn:
     settings: dict[str, object] = field(default_factory=dict)
 
 
-def fleet_table(title: str, description: str, columns: Sequence[FleetColumn]) -> table.Panel:
-    """One row per (job, instance, probe), a column per query, sorted by the first. The
+def fleet_table(
+    title: str, description: str, columns: Sequence[FleetColumn], *, descending: bool = False
+) -> table.Panel:
+    """One row per (job, instance, probe), a column per query, sorted by the first (smallest
+    first, or largest with ``descending``). The
     queries' frames are merged on the labels; Grafana names each value field "Value #<refId>",
     which is how the overrides below find a column."""
     panel = _with_title_and_queries(
@@ -220,7 +223,7 @@ def fleet_table(title: str, description: str, columns: Sequence[FleetColumn]) ->
         }
         panel.override_by_name(value, [DynamicConfigValue(k, v) for k, v in settings.items()])
     panel.show_header(True).cell_height(TableCellHeight.SM)
-    panel.sort_by([TableSortByFieldState().display_name(columns[0].header).desc(False)])
+    panel.sort_by([TableSortByFieldState().display_name(columns[0].header).desc(descending)])
     order = [*FLEET_LEADING_LABELS, *values, *FLEET_TRAILING_LABELS]
     panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
     return panel.with_transformation(
