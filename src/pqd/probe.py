@@ -42,6 +42,19 @@ class ProbeConfig:
     items_per_producer: int = setting(
         5, Spec("int", "Items each producer puts per round", "N", range=(1, 1_000_000))
     )
+    shared_memory_bytes: int = setting(
+        0,
+        Spec(
+            "int",
+            "Bytes of a multiprocessing.shared_memory block that a producer job fills and a "
+            "consumer job reads back each cycle, as data loaders pass batches; 0 turns the "
+            "shared-memory phase off",
+            "BYTES",
+            range=(0, 1 << 36),
+            note="A page /dev/shm has no room for kills the writing worker (SIGBUS): the cycle "
+            "fails with cause shm_full, as a data loader would.",
+        ),
+    )
     # Seconds slept inside each job.
     job_pause: float = setting(
         0.0,

@@ -63,7 +63,7 @@ WARNING_CATEGORIES: Final = (
 CONTAINMENTS: Final = ("cgroup", "subreaper")
 
 #: Phases timed inside a cycle (docs/design.md §2, ``pqd_phase_duration_seconds{phase}``).
-PHASES: Final = ("pool_start", "jobs", "teardown")
+PHASES: Final = ("pool_start", "jobs", "shared_memory", "teardown")
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,7 @@ class CycleResult:
     stderr: str = ""
     stderr_bytes: int = 0
     warnings: dict[str, int] = dataclasses.field(default_factory=dict)
+    shared_memory_bytes: int = 0  # the probe's shared-memory block; 0: no such phase
 
     @property
     def pid_count_delta(self) -> int:
@@ -292,6 +293,7 @@ class SettingsAndJobs(TypedDict):
     queue_capacity: int
     rounds: int
     items_per_producer: int
+    shared_memory_bytes: int
     queue_full_events: int
     items_put: int
     items_got: int
@@ -312,6 +314,7 @@ def settings_and_jobs(probe: ProbeConfig, ledger: JobLedger) -> SettingsAndJobs:
         queue_capacity=probe.queue_maxsize,
         rounds=probe.rounds,
         items_per_producer=probe.items_per_producer,
+        shared_memory_bytes=probe.shared_memory_bytes,
         queue_full_events=ledger.full_events,
         items_put=ledger.items_put,
         items_got=ledger.items_got,

@@ -124,6 +124,19 @@ def fault(
         yield Case((reason,), cause, words, args=("--timeout", "8s"), wraps=[hook.wrap])
 
 
+@contextlib.contextmanager
+def shm_phase_short(method: str) -> Iterator[Case]:
+    """A data loader's batch (8 MiB) through a /dev/shm of 4 MiB: the writer gets SIGBUS."""
+    with c.private_shm("4m") as ns:
+        yield Case(
+            ("worker_died",),
+            "shm_full",
+            ("SIGBUS", "8.0 MiB shared-memory block", "/dev/shm is a 4.0 MiB tmpfs"),
+            args=("--shared-memory-bytes", str(8 << 20)),
+            wraps=[ns.wrap],
+        )
+
+
 def _partial(function: Callable[..., Any], *args: Any) -> Setup:
     return lambda method: function(*args, method)
 
@@ -133,6 +146,7 @@ CONDITIONS: dict[str, tuple[Setup, tuple[str, ...]]] = {
     "shm_read_only": (_partial(shm, "read_only"), METHODS),
     "shm_absent": (_partial(shm, "absent"), METHODS),
     "shm_mode_000": (_partial(shm, "mode"), METHODS),
+    "shm_phase_short": (shm_phase_short, METHODS),
     "pids_limit": (pids, METHODS),
     "nofile_limit": (nofile, METHODS),
     "nproc_limit": (nproc, METHODS),
@@ -229,3 +243,17 @@ def test_text_output_says_the_cause_too() -> None:
     lines = done.stdout.splitlines()
     assert "cause: shm_full" in lines, done.stdout
     assert any(line.startswith("cause_detail: /dev/shm is full: 64 KiB") for line in lines)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_shared_memory_phase_passes_a_block_and_is_timed(method: str) -> None:
+    with c.private_shm("16m") as ns:
+        done = c.run(
+            [*PQD, "--start-method", method, "--shared-memory-bytes", str(8 << 20)], ns.wrap
+        )
+    (result,) = json.loads(done.stdout)
+    assert result["success"], result["detail"]
+    assert list(result["phase_seconds"]) == ["pool_start", "jobs", "shared_memory", "teardown"]
+    # The worker that wrote the block held it: the peak RSS counts its 8 MiB of shared pages.
+    assert result["max_rss_bytes"] > 8 << 20
+    assert result["shared_memory_bytes"] == 8 << 20 and done.stderr == ""

@@ -48,6 +48,15 @@ EXAMPLE: Final = Config(
             interval=None,
             cron="*/5 * * * *",
         ),
+        ProbeConfig(
+            name="data_loader",
+            start_method="spawn",
+            workers=2,
+            rounds=1,
+            shared_memory_bytes=64 * 2**20,
+            timeout=60.0,
+            interval=300.0,
+        ),
     ),
 )
 _PROBE_NOTES: Final = {
@@ -56,6 +65,10 @@ _PROBE_NOTES: Final = {
     "spawn": 'The same cycle with the "spawn" start method, the default on macOS and Windows and '
     "the one that re-imports everything in every worker; once every 5 minutes is enough to "
     "notice when it breaks or slows down.",
+    "data_loader": "Shaped like an ML data loader (PyTorch's DataLoader with 2 spawn workers): "
+    "each cycle also passes a 64 MiB batch through /dev/shm. It fails with cause shm_full "
+    "where /dev/shm cannot hold it, e.g. under Docker's default --shm-size of 64 MB, as such "
+    "a loader would; drop it where no data loader runs.",
 }
 
 

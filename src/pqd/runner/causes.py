@@ -22,6 +22,8 @@ CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, s
 #: ``/listener-XXXXXXXX``); ``sun_path`` holds 107 bytes and a NUL (cpython gh-93852).
 SOCKET_SUFFIX = 32
 SUN_PATH_MAX = 107
+#: Every failure of the shared-memory phase starts its detail with this (pqd.runner.shm_phase).
+SHM_PHASE = "shared-memory phase"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Evidence:
     tmpdir: str = ""
     workers: int = 0
     shm_phase: bool = False  # the failure came in the shared-memory phase
+    shm_block: int = 0  # that phase's block, bytes
 
 
 def size(n: int | None) -> str:
@@ -202,7 +205,8 @@ def _one_error(e: Evidence, block: str) -> tuple[str, str] | None:
 
 def _errno(e: Evidence, number: int, block: str) -> tuple[str, str] | None:
     shm = e.shm
-    if number == 28 and (shm is None or shm.free_bytes < 1 << 20 or "sem" in block.lower()):
+    near = block.lower()
+    if number == 28 and (shm is None or shm.free_bytes < 1 << 20 or "sem" in near or e.shm_phase):
         return "shm_full", _shm_full_sentence(shm)
     if number == 30 and shm is not None and shm.read_only:
         return (
@@ -316,11 +320,20 @@ def _exits(e: Evidence) -> tuple[str, str] | None:
     for x in e.exits:
         if x.signal in CRASH_SIGNALS:
             name = signal.Signals(x.signal).name
-            if x.signal == signal.SIGBUS and e.shm_phase:
+            short = e.shm is None or e.shm.free_bytes < e.shm_block
+            if x.signal == signal.SIGBUS and e.shm_phase and short:
+                room = (
+                    ""
+                    if e.shm is None
+                    else (
+                        f": {e.shm.path} is a {size(e.shm.size_bytes)} tmpfs, "
+                        f"{size(e.shm.free_bytes)} free once the block was gone"
+                    )
+                )
                 return (
                     "shm_full",
-                    f"{x.role} pid {x.pid} got SIGBUS touching shared memory: "
-                    + _shm_full_sentence(e.shm),
+                    f"{x.role} pid {x.pid} got SIGBUS writing a {size(e.shm_block)} "
+                    f"shared-memory block{room} (in a container, raise --shm-size)",
                 )
             return "crashed", f"{x.role} pid {x.pid} was killed by {name} (signal {x.signal})"
     for x in e.exits:

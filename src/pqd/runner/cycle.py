@@ -40,7 +40,7 @@ from pqd.results import (
     StuckProcess,
     settings_and_jobs,
 )
-from pqd.runner import headroom, jobs, mp_private, procs
+from pqd.runner import headroom, jobs, mp_private, procs, shm_phase
 from pqd.runner.containment import ProbeCgroup
 from pqd.runner.deadline_calls import CANCELLED, POLL_SECONDS, BlockingCaller, Cancelled
 from pqd.runner.phase_clock import PhaseClock
@@ -227,6 +227,9 @@ class _Cycle:
             with self.phases.phase("jobs"):
                 self.run_jobs(deadline)
                 self.check_counts()
+            if self.probe.shared_memory_bytes:
+                with self.phases.phase("shared_memory"):
+                    self.shared_memory(deadline)
             with self.phases.phase("teardown"):
                 # Peak RSS while the workers still exist; what they left is found after teardown.
                 self.tree.note_peak_rss([self.tree.own_pid, *self.tree.helpers, *self.procs.pids()])
@@ -322,21 +325,7 @@ class _Cycle:
             jobs.run_job,
             (job, round_no, probe.items_per_producer, probe.job_pause),
         )
-        while not pending.ready():
-            self.check_alive()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                problem = self.tree.helper_problem()
-                if problem is not None:
-                    raise CycleFailure("helper_died", problem)
-                raise CycleFailure(
-                    "timeout", f"{kind} job of round {round_no} unfinished after {probe.timeout}s"
-                )
-            pending.wait(min(POLL_SECONDS, left))
-        try:
-            outcome: dict[str, Any] = pending.get(0)
-        except Exception as exc:
-            raise CycleFailure("job_error", f"{kind} job of round {round_no}: {exc!r}") from None
+        outcome = self.outcome(pending, f"{kind} job of round {round_no}", deadline)
         error = outcome.get("error")
         if error is not None:
             # A dead Manager shows up in the worker as EOFError/BrokenPipeError first; name the
@@ -351,6 +340,33 @@ class _Cycle:
                 outcome.get("traceback"),
             )
         return outcome
+
+    def outcome(self, pending: Any, what: str, deadline: float) -> dict[str, Any]:
+        """A job's outcome once it is ready, checking the tree is alive while it is not."""
+        while not pending.ready():
+            self.check_alive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                problem = self.tree.helper_problem()
+                if problem is not None:
+                    raise CycleFailure("helper_died", problem)
+                raise CycleFailure("timeout", f"{what} unfinished after {self.probe.timeout}s")
+            pending.wait(min(POLL_SECONDS, left))
+        try:
+            outcome: dict[str, Any] = pending.get(0)
+        except Exception as exc:
+            raise CycleFailure("job_error", f"{what}: {exc!r}") from None
+        return outcome
+
+    def shared_memory(self, deadline: float) -> None:
+        """The shared-memory phase (pqd.runner.shm_phase): a failure there says so."""
+        assert self.procs.pool is not None
+        try:
+            shm_phase.run(self.procs.pool, self.probe.shared_memory_bytes, self.outcome, deadline)
+        except CycleFailure as exc:
+            raise CycleFailure(exc.reason, f"{shm_phase.WHERE}: {exc.detail}") from None
+        except shm_phase.ShmPhaseError as exc:
+            raise CycleFailure("job_error", f"{shm_phase.WHERE}: {exc}") from None
 
     def check_counts(self) -> None:
         probe = self.probe

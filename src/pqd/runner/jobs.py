@@ -16,7 +16,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from pqd.bounds import OPERATION_BUCKETS, TRACE_ITEMS, TRACEBACK_CHARS, bucket_index
@@ -226,3 +226,44 @@ def run_job(job: Job, round_no: int, items_per_producer: int, pause: float) -> J
             traceback=_traceback_text(exc),
         )
         return outcome
+
+
+# -- the shared-memory phase (pqd.runner.shm_phase) ------------------------------------------
+
+#: Written and read in chunks of this many bytes, each chunk a byte of its own: a block that
+#: was not written whole, or was swapped with another, reads wrong.
+SHM_CHUNK = 1 << 20
+
+
+def _shm_chunks(size: int) -> Iterator[tuple[int, bytes]]:
+    for offset in range(0, size, SHM_CHUNK):
+        yield offset, bytes([offset // SHM_CHUNK % 251 + 1]) * min(SHM_CHUNK, size - offset)
+
+
+def fill_shared_memory(name: str, size: int) -> JobOutcome:
+    """The producer of the shared-memory phase: write every byte of the runner's block, as a
+    data loader's worker writes a batch (a page /dev/shm has no room for is SIGBUS here)."""
+    from multiprocessing import shared_memory  # only in a probe with the phase on
+
+    return _on_block(shared_memory.SharedMemory(name=name), size, write=True)
+
+
+def check_shared_memory(name: str, size: int) -> JobOutcome:
+    """The consumer: read the block back and compare every chunk."""
+    from multiprocessing import shared_memory
+
+    return _on_block(shared_memory.SharedMemory(name=name), size, write=False)
+
+
+def _on_block(block: Any, size: int, *, write: bool) -> JobOutcome:
+    try:
+        view = block.buf
+        for offset, chunk in _shm_chunks(size):
+            if write:
+                view[offset : offset + len(chunk)] = chunk
+            elif view[offset : offset + len(chunk)] != chunk:
+                return {"pid": os.getpid(), "error": f"bytes {offset}.. read back wrong"}
+        del view
+        return {"pid": os.getpid(), "error": None}
+    finally:
+        block.close()

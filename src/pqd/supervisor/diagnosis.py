@@ -78,7 +78,8 @@ def gather(
         nproc=nproc,
         tmpdir=host_evidence.tmpdir(),
         workers=result.workers_configured,
-        shm_phase=result.reason is not None and "shared memory" in result.detail,
+        shm_phase=result.detail.startswith(causes.SHM_PHASE),
+        shm_block=result.shared_memory_bytes,
     )
 
 
