@@ -105,13 +105,14 @@ class Prometheus:
         return self.api("query", query=expr)  # type: ignore[no-any-return]
 
 
-def prometheus_config(target: str) -> dict[str, Any]:
+def prometheus_config(target: str, rules_dir: Path = PROMETHEUS_DIR) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with only what a test must change: the target, the
-    intervals, and absolute rule file paths (the copy lives in a tmp directory)."""
+    intervals, and absolute rule file paths (the copy lives in a tmp directory), read from
+    ``rules_dir`` (a test's edited copy of the rule files, or deploy/prometheus's)."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = SCRAPE_INTERVAL
     config["global"]["evaluation_interval"] = SCRAPE_INTERVAL
-    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    config["rule_files"] = [str(rules_dir / name) for name in config["rule_files"]]
     (job,) = (j for j in config["scrape_configs"] if j["job_name"] == "pqd")
     assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["localhost:10029"]
     job["static_configs"] = [{"targets": [target]}]
@@ -121,15 +122,16 @@ def prometheus_config(target: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def running_prometheus(
-    tmp: Path, target: str, *, features: Sequence[str] = ()
+    tmp: Path, target: str, *, features: Sequence[str] = (), rules_dir: Path = PROMETHEUS_DIR
 ) -> Iterator[Prometheus]:
     """Prometheus scraping ``target`` (host:port) as job pqd, with the rules of
-    deploy/prometheus; ``features`` are passed as --enable-feature (e.g. exemplar-storage)."""
+    deploy/prometheus (or of ``rules_dir``); ``features`` are passed as --enable-feature (e.g.
+    exemplar-storage)."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found on PATH; install it: apt-get install -y prometheus")
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(target)))
+    config.write_text(yaml.safe_dump(prometheus_config(target, rules_dir)))
     listen = f"127.0.0.1:{free_port()}"
     log = tmp / "prometheus.log"
     proc = start(
