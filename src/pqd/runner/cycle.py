@@ -360,13 +360,10 @@ class _Cycle:
 
     def shared_memory(self, deadline: float) -> None:
         """The shared-memory phase (pqd.runner.shm_phase): a failure there says so."""
-        assert self.procs.pool is not None
         try:
             shm_phase.run(self.procs.pool, self.probe.shared_memory_bytes, self.outcome, deadline)
-        except CycleFailure as exc:
+        except (CycleFailure, shm_phase.ShmPhaseError) as exc:
             raise CycleFailure(exc.reason, f"{shm_phase.WHERE}: {exc.detail}") from None
-        except shm_phase.ShmPhaseError as exc:
-            raise CycleFailure("job_error", f"{shm_phase.WHERE}: {exc}") from None
 
     def check_counts(self) -> None:
         probe = self.probe

@@ -26,11 +26,18 @@ Wait = Callable[["AsyncResult[Any]", str, float], dict[str, Any]]
 
 
 class ShmPhaseError(Exception):
-    """The phase's block could not be created, or a job found it wrong."""
+    """The phase's block could not be created, or a job found it wrong: a job_error."""
+
+    reason = "job_error"
+
+    @property
+    def detail(self) -> str:
+        return str(self)
 
 
-def run(pool: Pool, size: int, wait: Wait, deadline: float) -> None:
+def run(pool: Pool | None, size: int, wait: Wait, deadline: float) -> None:
     """Fill and check one block of ``size`` bytes before ``deadline``."""
+    assert pool is not None  # the phase comes after the pool's start
     try:
         block = shared_memory.SharedMemory(create=True, size=size)
     except OSError as exc:
