@@ -170,15 +170,8 @@ class _Cycle:
 
     def begin(self) -> _Start:
         wall, t0, helpers = time.time(), time.monotonic(), mp_private.helper_pids()
-        start = _Start(
-            wall,
-            t0,
-            helpers,
-            self.tree.cpu_seconds(),
-            procs.host_pid_count(),
-            headroom.read(),
-            headroom.mp_shm_names(),
-        )
+        cpu, pids, room = self.tree.cpu_seconds(), procs.host_pid_count(), headroom.read()
+        start = _Start(wall, t0, helpers, cpu, pids, room, headroom.mp_shm_names())
         self.observer.begun(start.pid_count, dict(self.tree.helpers), start.headroom)
         return start
 
@@ -495,5 +488,4 @@ def run_cycle(
     cycle.procs.caller.close(REAP_SECONDS)
     result = cycle.result(cycle_id or os.urandom(6).hex(), start)
     del cycle, failure  # the pool's semaphores are unlinked as its objects go
-    leaked = headroom.leaked_shm(start.shm_before)
-    return dataclasses.replace(result, leaked_shm_objects=leaked)
+    return dataclasses.replace(result, leaked_shm_objects=headroom.leaked_shm(start.shm_before))
