@@ -257,3 +257,64 @@ def test_the_shared_memory_phase_passes_a_block_and_is_timed(method: str) -> Non
     # The worker that wrote the block held it: the peak RSS counts its 8 MiB of shared pages.
     assert result["max_rss_bytes"] > 8 << 20
     assert result["shared_memory_bytes"] == 8 << 20 and done.stderr == ""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_frozen_in_d_state_is_uninterruptible(method: str) -> None:
+    """A v1 freezer puts the sleeping worker in state D: SIGKILL waits until it is thawed. pqd
+    once still returns: the frozen worker holds the runner's stderr pipe, not pqd's own."""
+    with c.worker_hook() as hook, c.freezer_cgroup() as freezer:
+        hook.add("sleep 30")
+        cmd = c.command([*PQD, "--start-method", method, "--timeout", "6s"], hook.wrap)
+        proc = subprocess.Popen(
+            cmd,
+            env=c.environment(hook.wrap),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            victim = c.wait_until(hook.claimed, "a worker sleeping in its job")[0]
+            freezer.move(victim)
+            c.freeze(freezer)
+            assert c.proc_state(victim) == "D", "the freezer did not make the worker D"
+            out, err = proc.communicate(timeout=60)
+        finally:
+            c.freeze(freezer, frozen=False)
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    (result,) = json.loads(out)
+    case = Case(("timeout",), "uninterruptible", (f"pid {victim}", "state D"))
+    assert_cause(result, err, case)
+
+
+@pytest.mark.parametrize("method", ("forkserver", "spawn"))
+def test_semaphores_removed_once_mid_job_are_counted_even_when_the_cycle_passes(
+    method: str,
+) -> None:
+    """RemoveIPC-like: every named semaphore unlinked once, while a job runs. The running
+    workers keep theirs open, so the cycle may pass; its teardown's finalizers then fail in
+    SemLock._cleanup, and those tracebacks are counted as semaphore_removed warnings."""
+    with c.private_shm("1m") as ns, c.worker_hook() as hook:
+        hook.add("sleep 1")
+        cmd = c.command([*PQD, "--start-method", method, "--timeout", "15s"], ns.wrap, hook.wrap)
+        env = c.environment(ns.wrap, hook.wrap)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            c.wait_until(lambda: proc.pid in ns.pids() or proc.poll() is not None, "the namespace")
+            shm_dir = ns.shm_dir(proc.pid)
+            c.wait_until(lambda: hook.claimed() or proc.poll() is not None, "the sleeping job")
+            removed = c.SemaphoreReaper(shm_dir).sweep()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert removed, "no semaphore was there to remove: the condition was not created"
+    (result,) = json.loads(out)
+    assert result["warnings"].get("semaphore_removed", 0) >= 1, result["warnings"]
+    assert result["success"] or result["cause"] == "semaphore_removed", result["cause_detail"]
+    assert "_cleanup" in result["stderr"] and err == ""
