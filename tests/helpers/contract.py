@@ -27,6 +27,7 @@ CONTRACT_GAUGES = frozenset(
         "pqd_shm_size_bytes",
         "pqd_shm_available_bytes",
         "pqd_shm_objects",
+        "pqd_shared_memory_bytes",
         "pqd_last_cycle_leaked_shm_objects",
         "pqd_pids_limit",
         "pqd_pids_current",

@@ -325,6 +325,11 @@ PROBE_SERIES: Final = (
     ),
     _headroom("pqd_shm_objects", "Entries in /dev/shm", lambda h: h.shm_objects),
     _gauge(
+        "pqd_shared_memory_bytes",
+        "Size of the probe's shared-memory block in bytes, 0 without a shared-memory phase" + _LAST,
+        lambda r: r.shared_memory_bytes,
+    ),
+    _gauge(
         "pqd_last_cycle_leaked_shm_objects",
         "Named semaphores and shared-memory blocks the cycle left in /dev/shm" + _LAST,
         lambda r: r.leaked_shm_objects,

@@ -28,6 +28,7 @@ EXPECTED = {
     "pqd_tmpdir_usable": 0,
     "pqd_last_cycle_leaked_shm_objects": 6,
     "pqd_last_cycle_max_open_files": 40,
+    "pqd_shared_memory_bytes": 16 << 20,
 }
 
 
@@ -45,7 +46,9 @@ def test_every_headroom_gauge_is_set_from_the_result() -> None:
     metrics, registry = make()
     assert set(values(registry).values()) == {0.0}  # from start-up, at zero
     metrics.observe_cycle(
-        seed_shaped_result(headroom=ROOM, leaked_shm_objects=6, max_open_files=40)
+        seed_shaped_result(
+            headroom=ROOM, leaked_shm_objects=6, max_open_files=40, shared_memory_bytes=16 << 20
+        )
     )
     assert values(registry) == EXPECTED
 
@@ -53,12 +56,17 @@ def test_every_headroom_gauge_is_set_from_the_result() -> None:
 def test_a_result_without_headroom_or_an_unread_value_keeps_the_previous_value() -> None:
     metrics, registry = make()
     metrics.observe_cycle(
-        seed_shaped_result(headroom=ROOM, leaked_shm_objects=6, max_open_files=40)
+        seed_shaped_result(
+            headroom=ROOM, leaked_shm_objects=6, max_open_files=40, shared_memory_bytes=16 << 20
+        )
     )
-    metrics.observe_cycle(seed_shaped_result(success=False, reason="timeout", detail="x"))
+    failed = seed_shaped_result(
+        success=False, reason="timeout", detail="x", shared_memory_bytes=16 << 20
+    )
+    metrics.observe_cycle(failed)
     assert values(registry) == EXPECTED
     unread = dataclasses.replace(ROOM, pids_current=-1, memory_usage_bytes=-1, pids_limit=4096)
-    metrics.observe_cycle(seed_shaped_result(headroom=unread))
+    metrics.observe_cycle(seed_shaped_result(headroom=unread, shared_memory_bytes=16 << 20))
     assert values(registry) == {**EXPECTED, "pqd_pids_limit": 4096}
 
 

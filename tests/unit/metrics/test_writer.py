@@ -203,6 +203,9 @@ pqd_shm_available_bytes{probe="default"} 0.0
 # HELP pqd_shm_objects Entries in /dev/shm (read by the probe's runner as the most recent completed cycle began)
 # TYPE pqd_shm_objects gauge
 pqd_shm_objects{probe="default"} 0.0
+# HELP pqd_shared_memory_bytes Size of the probe's shared-memory block in bytes, 0 without a shared-memory phase (value from the most recent completed cycle)
+# TYPE pqd_shared_memory_bytes gauge
+pqd_shared_memory_bytes{probe="default"} 0.0
 # HELP pqd_last_cycle_leaked_shm_objects Named semaphores and shared-memory blocks the cycle left in /dev/shm (value from the most recent completed cycle)
 # TYPE pqd_last_cycle_leaked_shm_objects gauge
 pqd_last_cycle_leaked_shm_objects{probe="default"} 0.0
