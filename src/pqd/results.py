@@ -101,9 +101,9 @@ class Operations:
     def add(self, counts: tuple[int, ...], total: float) -> Operations:
         if not self.counts:
             return Operations(tuple(counts), total)
-        return Operations(
-            tuple(a + b for a, b in zip(self.counts, counts, strict=True)), self.total + total
-        )
+        if len(counts) != len(self.counts):  # zip(strict=True) is 3.10+: the runner runs on 3.9
+            raise ValueError(f"{len(counts)} bucket counts added to {len(self.counts)}")
+        return Operations(tuple(a + b for a, b in zip(self.counts, counts)), self.total + total)
 
 
 class JobLedger:

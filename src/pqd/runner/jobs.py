@@ -195,7 +195,8 @@ def _traceback_text(exc: BaseException) -> str:
     import traceback  # only when a job failed: workers do not pay for it otherwise
 
     try:
-        text = "".join(traceback.format_exception(exc))
+        # The three-argument form: format_exception(exc) alone is 3.10+ (the runner runs on 3.9).
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except BaseException:  # a hostile __str__ again
         text = f"{type(exc).__name__} (its traceback could not be formatted)"
     return text if len(text) <= TRACEBACK_CHARS else "...\n" + text[-TRACEBACK_CHARS:]
