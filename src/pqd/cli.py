@@ -19,6 +19,7 @@ import pqd
 
 if TYPE_CHECKING:
     from pqd.config.load import Config
+    from pqd.supervisor.interpreter import Interpreters
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -111,13 +112,16 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+def load_config(
+    args: argparse.Namespace, environ: Mapping[str, str], interpreters: Interpreters
+) -> Config:
     """Defaults < file < environment < flags, through the one loader every command and test
-    uses (pqd.config.load.load_config). Raises ConfigError naming where the bad value came
-    from: a flag (``--workers``: a usage error), else the file or environment."""
+    uses (pqd.config.load.load_config); each probe's ``python`` is asked what it is. Raises
+    ConfigError naming where the bad value came from: a flag (``--workers``: a usage error),
+    else the file or environment."""
     from pqd.config.load import load_config
 
-    return load_config(args.config, environ, _flag_overrides(args))
+    return load_config(args.config, environ, _flag_overrides(args), python=interpreters.problem)
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -129,12 +133,14 @@ def _result_json(result: Any) -> dict[str, Any]:
 def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pqd.errors import ConfigError
     from pqd.runner import containment
+    from pqd.supervisor.interpreter import Interpreters
     from pqd.supervisor.runners import Runners
     from pqd.trace import render_headroom, render_summary, render_trace, render_where_stuck
 
     if args.textfile is not None:
         _check_textfile_target(args.textfile)
-    loaded = load_config(args, environ)
+    interpreters = Interpreters()
+    loaded = load_config(args, environ, interpreters)
     probes = list(loaded.probes)
     if args.probe:
         unknown = sorted(set(args.probe) - {p.name for p in probes})
@@ -142,7 +148,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             raise UsageError(f"--probe={unknown[0]!r}: no such probe in the config")
         probes = [p for p in probes if p.name in args.probe]
     try:
-        runners = Runners(containment.cgroup_parent(loaded.containment))
+        runners = Runners(containment.cgroup_parent(loaded.containment), interpreters=interpreters)
     except containment.ContainmentError as exc:
         raise ConfigError("containment", loaded.containment, str(exc)) from None
     # Orphans of a runner killed mid-cycle come back to us, to be reaped and not left to init.
@@ -163,7 +169,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
     if args.textfile is not None:
-        _write_textfile(args.textfile, loaded, results)
+        _write_textfile(args.textfile, loaded, results, runners)
     return EXIT_OK if all(r.success for r in results) else EXIT_FAILED
 
 
@@ -186,19 +192,17 @@ def _check_textfile_target(path: str) -> None:
         )
 
 
-def _write_textfile(path: str, loaded: Any, results: Sequence[Any]) -> None:
+def _write_textfile(path: str, loaded: Any, results: Sequence[Any], runners: Any) -> None:
     from prometheus_client import CollectorRegistry
 
-    from pqd.metrics.series import ProbeFacts
+    from pqd.metrics.series import probe_facts
     from pqd.metrics.writer import PqdMetrics, write_textfile
 
     registry = CollectorRegistry()
     metrics = PqdMetrics(
         registry,
         version=pqd.__version__,
-        probes=[
-            ProbeFacts(p.name, p.start_method, p.workers, p.queue_maxsize) for p in loaded.probes
-        ],
+        probes=[probe_facts(p, "subreaper", runners.interpreter(p)) for p in loaded.probes],
         process_collectors=False,
     )
     for result in results:
@@ -231,8 +235,9 @@ def cmd_hash_password() -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from pqd.config.load import config_from_file
+    from pqd.supervisor.interpreter import Interpreters
 
-    loaded = config_from_file(args.file)
+    loaded = config_from_file(args.file, python=Interpreters().problem)
     names = ", ".join(p.name for p in loaded.probes)
     if loaded.web_config_file is not None:
         # The web config too, as `pqd run` would load it: a bad one would stop it with 78.
@@ -258,9 +263,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "hash-password":
             return cmd_hash_password()
         from pqd.daemon import run_daemon  # argparse admits no command but these four
+        from pqd.supervisor.interpreter import Interpreters
 
+        interpreters = Interpreters()
         return run_daemon(
-            load_config(args, env), reload_config=lambda: load_config(args, os.environ)
+            load_config(args, env, interpreters),
+            reload_config=lambda: load_config(args, os.environ, interpreters),
+            interpreters=interpreters,
         )
     except UsageError as exc:
         print(f"pqd: error: {exc}", file=sys.stderr)

@@ -26,13 +26,14 @@ from pqd.bookkeeping import ProbeRuntime, log_cycle, status_line
 from pqd.config.load import Config
 from pqd.errors import ConfigError
 from pqd.http.server import HttpServer
-from pqd.metrics.series import ProbeFacts
+from pqd.metrics.series import ProbeFacts, probe_facts
 from pqd.metrics.writer import PqdMetrics
 from pqd.notify import Notifier
 from pqd.probe import ProbeConfig
 from pqd.results import LiveSample
 from pqd.runner.containment import ContainmentError, become_child_subreaper, cgroup_parent
 from pqd.schedule import ProbeScheduler, heartbeat_seconds
+from pqd.supervisor.interpreter import Interpreters
 from pqd.supervisor.runners import Runners
 from pqd.trace import render_trace
 from pqd.web.app import WebState, make_app
@@ -74,10 +75,8 @@ def _give_back_memory() -> None:
         pass
 
 
-def _probe_spec(probe: ProbeConfig, containment: str) -> ProbeFacts:
-    return ProbeFacts(
-        probe.name, probe.start_method, probe.workers, probe.queue_maxsize, containment
-    )
+def _probe_spec(probe: ProbeConfig, runners: Runners) -> ProbeFacts:
+    return probe_facts(probe, runners.containment, runners.interpreter(probe))
 
 
 class Daemon:
@@ -100,7 +99,7 @@ class Daemon:
         self.metrics = PqdMetrics(
             self.registry,
             version=__version__,
-            probes=[_probe_spec(p, runners.containment) for p in config.probes],
+            probes=[_probe_spec(p, runners) for p in config.probes],
         )
         self.history = CycleHistory(config.history_limit)
         self.state = DaemonState.STOPPED
@@ -327,7 +326,7 @@ class Daemon:
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
             logs.configure(new.log_format, new.log_level)
         self.history.set_limit(new.history_limit)
-        self.metrics.set_probes([_probe_spec(p, self.runners.containment) for p in new.probes])
+        self.metrics.set_probes([_probe_spec(p, self.runners) for p in new.probes])
         wanted = {p.name: p for p in new.probes}
         with self._lock:
             for name in list(self._runtimes):
@@ -367,14 +366,25 @@ class Daemon:
             started_at=self.started_at,
             ready=self.state in (DaemonState.RUNNING, DaemonState.RELOADING),
             unhealthy_reason=self.progressing()[1],
+            python=self._python_label,
         )
 
+    def _python_label(self, probe: ProbeConfig) -> str:
+        interpreter = self.runners.interpreter(probe)
+        return "" if interpreter is None else interpreter.label
 
-def run_daemon(config: Config, *, reload_config: Callable[[], Config]) -> int:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads. Returns the exit code."""
+
+def run_daemon(
+    config: Config,
+    *,
+    reload_config: Callable[[], Config],
+    interpreters: Interpreters | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads. Returns the exit code. ``interpreters``:
+    what the config's checks learnt of each probe's ``python``."""
     logs.configure(config.log_format, config.log_level)
     try:
-        runners = Runners(cgroup_parent(config.containment))
+        runners = Runners(cgroup_parent(config.containment), interpreters=interpreters)
     except ContainmentError as exc:
         log.error("cannot contain probes", extra={"err": str(exc)})
         return EXIT_CONFIG

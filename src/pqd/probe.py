@@ -105,6 +105,36 @@ class ProbeConfig:
             example="*/5 * * * *",
         ),
     )
+    # docs/design.md §1a: the interpreter of the runner and of everything it starts.
+    python: str | None = setting(
+        None,
+        Spec(
+            "python",
+            "The Python the probe's runner, Pool, Manager, forkserver and resource tracker run "
+            "under: a path, or a name looked up in PATH",
+            "PATH",
+            unset="pqd's own interpreter",
+            example="/usr/bin/python3.9",
+            note="Any CPython from 3.9 on, with nothing installed: pqd hands the runner its own "
+            "runner-side modules and nothing else of its installation. check-config and "
+            "start-up refuse a path that is not one.",
+        ),
+    )
+    # Pairs, in the order written: a frozen probe stays hashable.
+    environment: tuple[tuple[str, str], ...] | None = setting(
+        None,
+        Spec(
+            "environment",
+            "Variables the probe's runner gets on top of pqd's own environment (TMPDIR, "
+            "PYTHON_CPU_COUNT, PYTHONWARNINGS...), so the probe sees what the application sees",
+            "VAR=TEXT,...",
+            unset="pqd's environment as it is",
+            example='{ TMPDIR = "/var/tmp", PYTHONWARNINGS = "default" }',
+            note="A table in the file; VAR=TEXT pairs separated by commas in PQD_ENVIRONMENT "
+            "and --environment. Under another python, pqd's PYTHONPATH, PYTHONHOME and "
+            "VIRTUAL_ENV are not passed on unless set here.",
+        ),
+    )
     capture_stacks: bool = setting(
         True,
         Spec(

@@ -275,6 +275,10 @@ class CycleResult:
     stderr_bytes: int = 0
     warnings: dict[str, int] = dataclasses.field(default_factory=dict)
     shared_memory_bytes: int = 0  # the probe's shared-memory block; 0: no such phase
+    # The interpreter the runner ran under (the probe's ``python``): sys.implementation.name and
+    # sys.version's first word; empty when no runner started.
+    python_implementation: str = ""
+    python_version: str = ""
 
     @property
     def pid_count_delta(self) -> int:

@@ -20,8 +20,11 @@ __all__ = ["Kind", "Setting", "Spec", "setting", "settings_of"]
 
 #: How a value is written and checked (the rules of each kind are in pqd.config.kinds):
 #: int (with ``range``), duration (a Prometheus duration, in seconds), enum (one of ``choices``),
-#: bool, listen_address (``[host]:port``), path (a file; unset is None), cron (5 fields).
-Kind = Literal["int", "duration", "enum", "bool", "listen_address", "path", "cron"]
+#: bool, listen_address (``[host]:port``), path (a file; unset is None), cron (5 fields), python
+#: (an interpreter: a path or a name in PATH; unset is pqd's own), environment (variables).
+Kind = Literal[
+    "int", "duration", "enum", "bool", "listen_address", "path", "cron", "python", "environment"
+]
 
 _SPEC: Final = "pqd.setting"
 _T = TypeVar("_T")

@@ -85,6 +85,8 @@ def render_summary(result: CycleResult) -> list[str]:
         f"containment: {result.containment}",
         f"cpu_seconds: {cpu}",
         f"max_rss_bytes: {rss}",
+        f"python_implementation: {result.python_implementation or 'unknown'}",
+        f"python_version: {result.python_version or 'unknown'}",
         *(f"leaked: {pid} {cmd}" for pid, cmd in _leaked_with_commands(result)),
         # Added with causes (docs/design.md §1): what on the host made a failed cycle fail.
         *(

@@ -51,8 +51,11 @@ def test_the_example_documents_every_setting() -> None:
     assert set(GLOBAL_FIELDS) - set(config) == {"web_config_file"}  # shown commented out
     assert '# web_config_file = "' in text
     first = next(iter(config["probes"].values()))
-    assert set(PROBE_FIELDS) - set(first) == {"cron"}  # the first probe runs on an interval
+    # The first probe runs on an interval, under pqd's own python and its environment.
+    assert set(PROBE_FIELDS) - set(first) == {"cron", "python", "environment"}
     assert '# cron = "' in text
+    assert '# python = "' in text
+    assert "# environment = { " in text
 
 
 def test_pqd_accepts_the_example_config() -> None:

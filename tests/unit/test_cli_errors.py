@@ -192,10 +192,11 @@ def test_the_commands_load_as_load_config_does() -> None:
     from pqd.cli import _build_parser
     from pqd.cli import load_config as load_from_args
     from pqd.config.load import load_config
+    from pqd.supervisor.interpreter import Interpreters
 
     environ = {"PQD_JOB_PAUSE": "20s"}
     for command in ("run", "once"):
         args = _build_parser().parse_args([command, "--timeout", "10m"])
-        loaded = load_from_args(args, environ)
+        loaded = load_from_args(args, environ, Interpreters())
         assert loaded == load_config(None, environ, {"timeout": "10m"})
         assert loaded.probes[0].timeout == 600.0

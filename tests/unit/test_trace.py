@@ -37,24 +37,40 @@ def keys(lines: list[str]) -> list[str]:
 
 def test_older_lines_come_first_and_in_order_then_the_new_ones() -> None:
     lines = render_summary(seed_shaped_result(containment="cgroup"))
-    assert keys(lines) == [*OLDER_KEYS, "containment", "cpu_seconds", "max_rss_bytes"]
-    assert lines[-3:] == [
+    assert keys(lines) == [
+        *OLDER_KEYS,
+        "containment",
+        "cpu_seconds",
+        "max_rss_bytes",
+        "python_implementation",
+        "python_version",
+    ]
+    assert lines[-5:] == [
         "containment: cgroup",
         "cpu_seconds: not measured",
         "max_rss_bytes: not measured",
+        "python_implementation: unknown",
+        "python_version: unknown",
     ]
     assert "leaked_processes: 0" in lines
 
 
 def test_measured_cpu_and_rss() -> None:
     lines = render_summary(seed_shaped_result(cpu_seconds=0.7563, max_rss_bytes=44_040_192))
-    assert lines[-3:] == [
+    assert lines[-5:-2] == [
         "containment: subreaper",
         "cpu_seconds: 0.756",
         "max_rss_bytes: 44040192",
     ]
     zero = render_summary(seed_shaped_result(cpu_seconds=0.0, max_rss_bytes=0))
-    assert zero[-2:] == ["cpu_seconds: 0.000", "max_rss_bytes: 0"]
+    assert zero[-4:-2] == ["cpu_seconds: 0.000", "max_rss_bytes: 0"]
+
+
+def test_the_interpreter_the_runner_ran_under() -> None:
+    lines = render_summary(
+        seed_shaped_result(python_implementation="cpython", python_version="3.13.0")
+    )
+    assert lines[-2:] == ["python_implementation: cpython", "python_version: 3.13.0"]
 
 
 def test_each_leaked_process_gets_one_line_with_its_command() -> None:

@@ -9,7 +9,7 @@ set the value last (the file's key, ``PQD_*`` or the flag), recorded in :class:`
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -88,11 +88,15 @@ class Validator:
         sources: Sources,
         global_settings: Sequence[Setting],
         probe_settings: Sequence[Setting],
+        python_problem: Callable[[str], str | None] | None = None,
     ) -> None:
         self.config = config
         self.sources = sources
         self.global_settings = global_settings
         self.probe_settings = probe_settings
+        # What is wrong with a probe's ``python`` as an interpreter (it is run to find out:
+        # pqd.supervisor.interpreter); None checks only how it is written.
+        self.python_problem = python_problem
 
     def fail(
         self,
@@ -142,6 +146,10 @@ class Validator:
             seen.add(probe.name)
             self.check_settings(probe, self.probe_settings)
             self.check_work_fits(probe)
+            if probe.python is not None and self.python_problem is not None:
+                problem = self.python_problem(probe.python)
+                if problem is not None:
+                    self.fail(probe, "python", problem)
 
     def check_settings(self, probe: ProbeConfig | None, settings: Sequence[Setting]) -> None:
         """Each setting by its kind, then each ``one_of`` group: exactly one member set."""

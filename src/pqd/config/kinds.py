@@ -27,6 +27,10 @@ _TRUE: Final = ("true", "1", "yes")
 _FALSE: Final = ("false", "0", "no")
 _INT_TEXT_RE: Final = re.compile(r"-?[0-9]+")
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Bounds on a probe's environment table (it is copied into every runner start).
+MAX_ENVIRONMENT: Final = 100
+MAX_ENVIRONMENT_VALUE: Final = 4096
 
 
 def toml_string(text: str) -> str:
@@ -202,6 +206,68 @@ class _Path(SettingKind):
         return "must be a non-empty path without NUL characters"
 
 
+class _Python(_Path):
+    """An interpreter: a path, or a name looked up in PATH; unset (None) is pqd's own. What it
+    really is gets asked of it by pqd.supervisor.interpreter (check-config, start-up)."""
+
+    def problem(self, setting: Setting, value: object) -> str | None:
+        if value is None or (isinstance(value, str) and value and "\0" not in value):
+            return None
+        return "must be a non-empty path or name without NUL characters"
+
+
+class _Environment(SettingKind):
+    """Variables, as a TOML table of strings or ``VAR=TEXT,VAR=TEXT`` text; unset is None."""
+
+    def from_toml(self, setting: Setting, value: object) -> object:
+        if not isinstance(value, Mapping):
+            raise ValueError('must be a table of strings, e.g. { TMPDIR = "/var/tmp" }')
+        for name, text in value.items():
+            if not isinstance(text, str):
+                raise ValueError(f"{name}: must be a string")
+        return tuple((str(name), text) for name, text in value.items())
+
+    def from_text(self, setting: Setting, raw: str) -> object:
+        if not raw:
+            return None
+        pairs = []
+        for item in raw.split(","):
+            name, equals, text = item.partition("=")
+            if not equals:
+                raise ValueError(f"{item[:40]!r}: expected VAR=TEXT")
+            pairs.append((name, text))
+        return tuple(pairs)
+
+    def problem(self, setting: Setting, value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, tuple) or len(value) > MAX_ENVIRONMENT:
+            return f"must be at most {MAX_ENVIRONMENT} variables"
+        names = [name for name, _ in value]
+        for name, text in value:
+            if not _ENV_NAME_RE.fullmatch(name):
+                return f"{name[:40]!r}: a variable name is letters, digits and _"
+            if name.startswith("PQD_"):
+                return f"{name}: PQD_ variables are pqd's own"
+            if "\0" in text or len(text) > MAX_ENVIRONMENT_VALUE:
+                return f"{name}: at most {MAX_ENVIRONMENT_VALUE} characters, no NUL"
+            if names.count(name) > 1:
+                return f"{name}: given twice"
+        return None
+
+    def shown(self, value: object) -> object:
+        if isinstance(value, tuple):
+            return ",".join(f"{name}={text}" for name, text in value)
+        return value
+
+    def text(self, value: object) -> str:
+        if isinstance(value, str):  # the example in the Spec, written as TOML already
+            return value
+        assert isinstance(value, tuple)
+        items = ", ".join(f"{toml_path(name)} = {toml_string(text)}" for name, text in value)
+        return "{ " + items + " }" if items else "{}"
+
+
 class _Cron(SettingKind):
     def problem(self, setting: Setting, value: object) -> str | None:
         return None if value is None else cron_problem(str(value))
@@ -215,4 +281,6 @@ KINDS: Final[Mapping[Kind, SettingKind]] = {
     "listen_address": _ListenAddress(),
     "path": _Path(),
     "cron": _Cron(),
+    "python": _Python(),
+    "environment": _Environment(),
 }

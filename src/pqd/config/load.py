@@ -158,8 +158,13 @@ def _unset_rest(given: Collection[str]) -> dict[str, None]:
     }
 
 
-def _validate(config: Config, sources: Sources) -> None:
-    Validator(config, sources, GLOBAL_SETTINGS, PROBE_SETTINGS).run()
+#: What is wrong with a probe's ``python`` as an interpreter, or None: the check that runs it
+#: (pqd.supervisor.interpreter.Interpreters.problem), passed in by the commands that need it.
+PythonCheck = Callable[[str], "str | None"]
+
+
+def _validate(config: Config, sources: Sources, python: PythonCheck | None = None) -> None:
+    Validator(config, sources, GLOBAL_SETTINGS, PROBE_SETTINGS, python).run()
 
 
 def _unknown_key(key: str, known: tuple[str, ...]) -> str:
@@ -273,7 +278,9 @@ def _check_one_of(overrides: Mapping[str, str], origin: Callable[[str], str]) ->
             )
 
 
-def _toml_layer(text: str, source: str, sources: Sources) -> Config:
+def _toml_layer(
+    text: str, source: str, sources: Sources, python: PythonCheck | None = None
+) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -281,7 +288,7 @@ def _toml_layer(text: str, source: str, sources: Sources) -> Config:
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
         raise ConfigError(source, source, "invalid TOML: nested too deeply") from None
     config = _mapping_layer(data, sources)
-    _validate(config, sources)
+    _validate(config, sources, python)
     return config
 
 
@@ -301,9 +308,9 @@ def _syntax_error(err: tomllib.TOMLDecodeError, text: str, source: str) -> Confi
     return ConfigError(source, line_text.rstrip("\r")[:200], f"invalid TOML {where}: {message}")
 
 
-def _file_layer(path: str, sources: Sources) -> Config:
+def _file_layer(path: str, sources: Sources, python: PythonCheck | None = None) -> Config:
     data = read_config_bytes(path, MAX_CONFIG_BYTES, field=path, cannot="cannot read config file")
-    return _toml_layer(decode_utf8(data, path), path, sources)
+    return _toml_layer(decode_utf8(data, path), path, sources, python)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,9 +340,10 @@ def config_from_toml(text: str, *, source: str = "<toml>") -> Config:
     return _toml_layer(text, source, Sources())
 
 
-def config_from_file(path: str) -> Config:
-    """Read and validate a TOML config file; a missing or unreadable file is a ConfigError."""
-    return _file_layer(path, Sources())
+def config_from_file(path: str, *, python: PythonCheck | None = None) -> Config:
+    """Read and validate a TOML config file; a missing or unreadable file is a ConfigError.
+    ``python`` also checks each probe's interpreter."""
+    return _file_layer(path, Sources(), python)
 
 
 def config_path_from_env(environ: Mapping[str, str]) -> str | None:
@@ -376,12 +384,17 @@ def apply_overrides(
 
 
 def load_config(
-    path: str | None, environ: Mapping[str, str], flag_overrides: Mapping[str, str]
+    path: str | None,
+    environ: Mapping[str, str],
+    flag_overrides: Mapping[str, str],
+    *,
+    python: PythonCheck | None = None,
 ) -> Config:
     """Defaults < TOML file (``path``, else ``PQD_CONFIG``) < ``PQD_*`` environment < flags.
 
     The file is validated on its own; environment and flags are validated together, so a flag can
-    repair what an environment variable alone would break.
+    repair what an environment variable alone would break. ``python`` also checks each probe's
+    interpreter, once all layers are merged.
     """
     sources = Sources()
     if path is None:
@@ -390,7 +403,7 @@ def load_config(
     env = overrides_from_env(environ)
     config = _overrides_layer(config, env, env_origin, 1, sources)
     config = _overrides_layer(config, flag_overrides, flag_origin, 2, sources)
-    _validate(config, sources)
+    _validate(config, sources, python)
     return config
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
+from pqd.probe import ProbeConfig
 from pqd.results import (
     CAUSE_STATES,
     CONTAINMENTS,
@@ -54,6 +55,10 @@ class ProbeFacts:
     workers: int
     queue_maxsize: int
     containment: str = "subreaper"  # one of CONTAINMENTS (docs/design.md §1a)
+    # The interpreter of its runner (the probe's ``python``): sys.implementation.name and
+    # sys.version's first word ("cpython", "3.13.0"); empty when it is not one (its cycles fail).
+    python_implementation: str = ""
+    python_version: str = ""
 
     def __post_init__(self) -> None:
         # The name becomes a label value on every series; an empty one would be unreadable in
@@ -63,6 +68,31 @@ class ProbeFacts:
         if self.containment not in CONTAINMENTS:
             # A label value of pqd_probe_info: only the documented, bounded set.
             raise ValueError(f"ProbeFacts.containment must be one of {CONTAINMENTS}")
+
+
+class Interpreted(Protocol):
+    """What metrics need of an interpreter (pqd.supervisor.interpreter.Interpreter)."""
+
+    @property
+    def implementation(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+def probe_facts(
+    probe: ProbeConfig, containment: str, interpreter: Interpreted | None
+) -> ProbeFacts:
+    """A probe's facts from its config, the containment in use and its runner's interpreter."""
+    return ProbeFacts(
+        probe.name,
+        probe.start_method,
+        probe.workers,
+        probe.queue_maxsize,
+        containment,
+        interpreter.implementation if interpreter is not None else "",
+        interpreter.version if interpreter is not None else "",
+    )
 
 
 #: How a family is exposed. "untyped" is pqd_host_pid_count's (see pqd.metrics.writer._Untyped);
@@ -213,6 +243,8 @@ PROBE_SERIES: Final = (
         labels=(
             ("start_method", lambda spec: spec.start_method),
             ("containment", lambda spec: spec.containment),
+            ("python_version", lambda spec: spec.python_version),
+            ("python_implementation", lambda spec: spec.python_implementation),
         ),
         from_spec=lambda spec: 1,
     ),

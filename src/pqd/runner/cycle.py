@@ -23,6 +23,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.managers
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -461,6 +462,8 @@ class _Cycle:
             job_traceback=None if failure is None else failure.traceback,
             headroom=start.headroom,
             max_open_files=self.tree.max_open_files or None,
+            python_implementation=sys.implementation.name,
+            python_version=sys.version.split()[0],
         )
 
 

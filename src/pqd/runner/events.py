@@ -38,6 +38,9 @@ class Ready:
     """The runner has started and waits for commands."""
 
     pid: int
+    # The interpreter it runs under (the probe's python): sys.implementation.name and
+    # sys.version's first word.
+    python: tuple[str, str] = ("", "")
 
 
 @dataclass(frozen=True)
@@ -77,14 +80,12 @@ class Finished:
 
 
 # A runtime alias, so Union: the runner side also runs under CPython 3.9 (PEP 604 is 3.10).
-Event = Union[  # noqa: UP007
-    Ready, Begun, ProcessesStarted, JobFinished, Failing, Finished
-]
+Event = Union[Ready, Begun, ProcessesStarted, JobFinished, Failing, Finished]
 
 
 def _wire(event: Event) -> dict[str, Any]:
     if isinstance(event, Ready):
-        return {"event": "ready", "pid": event.pid}
+        return {"event": "ready", "pid": event.pid, "python": list(event.python)}
     if isinstance(event, Begun):
         room = None if event.headroom is None else dataclasses.asdict(event.headroom)
         return {
@@ -116,7 +117,8 @@ def encode(event: Event) -> bytes:
 def _from_wire(data: Mapping[str, Any]) -> Event:
     kind = data.get("event")
     if kind == "ready":
-        return Ready(int(data["pid"]))
+        implementation, version = data.get("python") or ("", "")
+        return Ready(int(data["pid"]), (str(implementation), str(version)))
     if kind == "begun":
         helpers = {int(pid): str(role) for pid, role in dict(data["helpers"]).items()}
         room = data.get("headroom")
@@ -156,7 +158,10 @@ class RunCycle:
 
 
 def encode_command(command: RunCycle) -> bytes:
-    line = {"cycle": dataclasses.asdict(command.probe), "cycle_id": command.cycle_id}
+    # The probe's python and environment are the runner's own already (how it was started).
+    cycle = dataclasses.asdict(command.probe)
+    del cycle["python"], cycle["environment"]
+    line = {"cycle": cycle, "cycle_id": command.cycle_id}
     return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 

@@ -63,7 +63,7 @@ def _serve(events: IO[bytes], cgroup_dir: str | None) -> int:
     stacks_dir = os.environ.get(stacks.STACKS_DIR_ENV)
     group = None if cgroup_dir is None else ProbeCgroup(cgroup_dir)
     stream = EventWriter(events)
-    stream.send(Ready(os.getpid()))
+    stream.send(Ready(os.getpid(), (sys.implementation.name, sys.version.split()[0])))
     for line in sys.stdin.buffer:
         try:
             command = decode_command(line)

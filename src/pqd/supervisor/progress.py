@@ -185,4 +185,6 @@ def killed_result(
         max_rss_bytes=max_rss_bytes,
         stuck=stuck,
         headroom=progress.headroom,
+        python_implementation=runner.python[0] if runner is not None else "",
+        python_version=runner.python[1] if runner is not None else "",
     )

@@ -11,7 +11,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from pqd.probe import ProbeConfig
 from pqd.runner import stacks
@@ -21,6 +23,40 @@ from pqd.supervisor.stderr_capture import StderrCapture
 
 #: How long a runner may take to start (interpreter + imports) before the cycle fails.
 START_SECONDS = 10.0
+#: How a runner under another interpreter starts: like ``-m MODULE``, but with pqd's private
+#: runner-side directory (pqd.supervisor.runner_files) first on its path and not the working
+#: directory. run_module(alter_sys=True) gives __main__ the module's __spec__, as -m does, so
+#: spawn children import the runner module as their __mp_main__ just the same.
+BOOTSTRAP: Final = (
+    "import runpy, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p]; "
+    "name = sys.argv[2]; del sys.argv[1:3]; "
+    "runpy.run_module(name, run_name='__main__', alter_sys=True)"
+)
+#: pqd's own interpreter settings, never handed to another interpreter: they would point it at
+#: pqd's installation (a probe's ``environment`` may set them again).
+NOT_INHERITED: Final = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONEXECUTABLE")
+
+
+def runner_command(python: str, module: str, files: str | None, options: list[str]) -> list[str]:
+    """The runner's argv: ``python -m module`` for pqd's own interpreter (``files`` None), else
+    the bootstrap that imports the runner side from ``files``."""
+    if files is None:
+        return [python, "-m", module, *options]
+    return [python, "-c", BOOTSTRAP, files, module, *options]
+
+
+def runner_environment(
+    environment: Mapping[str, str], files: str | None, base: Mapping[str, str]
+) -> dict[str, str]:
+    """pqd's environment (``base``) with the probe's ``environment`` over it; under another
+    interpreter without pqd's own interpreter settings, and with ``files`` first on
+    PYTHONPATH, before any the probe sets."""
+    if files is None:
+        return {**base, **environment}
+    env = {k: v for k, v in base.items() if k not in NOT_INHERITED and not k.startswith("__PYVENV")}
+    env.update(environment)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (files, environment.get("PYTHONPATH"))))
+    return env
 
 
 @dataclass
@@ -35,26 +71,39 @@ class RunnerProcess:
     # found at its first cycle: it stays in them.
     cgroup_dirs: dict[str, list[str]] | None = None
     reader: LineReader = field(default_factory=LineReader)
+    # What it was started with (the probe's python and environment): a probe whose settings
+    # changed gets a new runner.
+    started_with: tuple[object, ...] = ()
+    python: tuple[str, str] = ("", "")  # implementation and version, from its "ready"
 
     @classmethod
     def launch(
-        cls, python: str, module: str, options: list[str], group: ProbeCgroup | None
+        cls,
+        python: str,
+        module: str,
+        options: list[str],
+        group: ProbeCgroup | None,
+        *,
+        files: str | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> RunnerProcess:
         """Start ``python -m module --events-fd N *options`` in a process group of its own (the
-        runner joins ``group`` itself, told so in ``options``). Raises OSError."""
+        runner joins ``group`` itself, told so in ``options``); under another interpreter with
+        the runner side from ``files`` (runner_command). Raises OSError."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
         stacks_dir = ""
+        env = runner_environment(environment or {}, files, os.environ)
         try:
             stacks_dir = tempfile.mkdtemp(prefix="pqd-stacks-")
             proc = subprocess.Popen(
-                [python, "-m", module, "--events-fd", str(write_fd), *options],
+                runner_command(python, module, files, ["--events-fd", str(write_fd), *options]),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=err_write,
                 pass_fds=(write_fd,),
                 process_group=0,
-                env={**os.environ, stacks.STACKS_DIR_ENV: stacks_dir},
+                env={**env, stacks.STACKS_DIR_ENV: stacks_dir},
             )
         except BaseException:
             os.close(read_fd)

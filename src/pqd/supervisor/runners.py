@@ -29,6 +29,7 @@ from pqd.runner.containment import ProbeCgroup
 from pqd.runner.events import Ready
 from pqd.runner.host_evidence import Counters
 from pqd.supervisor.diagnosis import diagnose
+from pqd.supervisor.interpreter import Interpreter, InterpreterError, Interpreters
 from pqd.supervisor.progress import (
     CANCELLED,
     LiveObserver,
@@ -39,6 +40,7 @@ from pqd.supervisor.progress import (
     roles,
     states,
 )
+from pqd.supervisor.runner_files import RunnerFiles
 from pqd.supervisor.runner_process import RunnerProcess
 
 #: How the runner is started; tests swap in a harness that replaces the jobs.
@@ -61,10 +63,13 @@ class Runners:
         *,
         python: str = sys.executable,
         runner_module: str | None = None,
+        interpreters: Interpreters | None = None,
     ) -> None:
         self.cgroup_parent = cgroup_parent
-        self._python = python
+        self._python = python  # for probes without a ``python`` of their own
         self._module = runner_module or RUNNER_MODULE
+        self.interpreters = interpreters or Interpreters()
+        self._files = RunnerFiles()  # the runner side, for runners under another interpreter
         self._lock = threading.Lock()
         self._runners: dict[str, RunnerProcess] = {}  # idle runners, by probe
         self._pids: set[int] = set()  # every runner not yet reaped, idle or busy
@@ -72,6 +77,14 @@ class Runners:
     @property
     def containment(self) -> str:
         return "subreaper" if self.cgroup_parent is None else "cgroup"
+
+    def interpreter(self, probe: ProbeConfig) -> Interpreter | None:
+        """What the probe's runner runs under (asked once per interpreter), None if the path
+        is not one (any more): its cycles then fail with spawn_failed."""
+        try:
+            return self.interpreters.of(probe.python)
+        except InterpreterError:
+            return None
 
     def runner_pids(self) -> set[int]:
         """Runners are reaped by their Popen objects, never by the orphan reaper."""
@@ -85,22 +98,32 @@ class Runners:
             return None
         return ProbeCgroup.for_probe(self.cgroup_parent, probe)
 
-    def _start(self, probe: str, deadline: float) -> RunnerProcess:
+    def _start(self, probe: ProbeConfig, deadline: float) -> RunnerProcess:
         """Start a runner and wait for its "ready". Raises OSError or TimeoutError."""
-        group = self._group(probe)
+        group = self._group(probe.name)
         if group is not None:
             group.create()
             group.kill()  # whatever an earlier pqd left there
         options = ["--pqd-pid", str(os.getpid())]
         if group is not None:
             options += ["--cgroup", group.path]
-        runner = RunnerProcess.launch(self._python, self._module, options, group)
+        # Under another interpreter the runner imports pqd's runner side from a private copy
+        # and nothing else of pqd's installation (pqd.supervisor.runner_files).
+        files = None if probe.python is None else self._files.path()
+        python = self._python if probe.python is None else probe.python
+        environment = dict(probe.environment or ())
+        runner = RunnerProcess.launch(
+            python, self._module, options, group, files=files, environment=environment
+        )
+        runner.started_with = _started_with(probe)
         with self._lock:
             self._pids.add(runner.pid)
         try:
             ready = runner.first_event(deadline)
             if not isinstance(ready, Ready):
-                raise OSError(f"runner pid {runner.pid} exited while starting")
+                _, how = runner.death(KILL_SECONDS)
+                raise OSError(f"{how} under {python} before it was ready")
+            runner.python = ready.python
         except BaseException:
             self._kill(runner)
             raise
@@ -127,6 +150,7 @@ class Runners:
             names = list(self._runners)
         for name in names:
             self.retire(name)
+        self._files.remove()
 
     def _kill(self, runner: RunnerProcess, wait: float = KILL_SECONDS) -> list[int]:
         """SIGKILL the runner's whole tree; wait for it at most ``wait`` seconds; return what
@@ -211,12 +235,14 @@ class Runners:
         progress = Progress(probe, uuid.uuid4().hex[:12], time.time(), time.monotonic())
         deadline = progress.t0 + probe.timeout
         runner = self._take(probe.name)
-        if runner is not None and runner.proc.poll() is not None:
-            self._kill(runner)  # died between cycles: start afresh
+        if runner is not None and (
+            runner.proc.poll() is not None or runner.started_with != _started_with(probe)
+        ):
+            self._kill(runner)  # died between cycles, or python or environment changed
             runner = None
         if runner is None:
             try:
-                runner = self._start(probe.name, deadline)
+                runner = self._start(probe, deadline)
             except (OSError, TimeoutError) as exc:
                 failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
                 return diagnose(failed, ("", 0, {}), os.getpid(), None, {})
@@ -292,3 +318,8 @@ class Runners:
                         return None
             elif exited:
                 return runner.death(KILL_SECONDS)
+
+
+def _started_with(probe: ProbeConfig) -> tuple[object, ...]:
+    """The settings a runner is started with; a change needs a new runner."""
+    return (probe.python, probe.environment)

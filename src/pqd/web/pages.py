@@ -128,6 +128,7 @@ def _status_row(base: str, status: ProbeStatus, now: float) -> str:
         f'<td class="num">{markup.escape(median)}</td>'
         f"<td>{markup.escape(status.setting('schedule'))}</td>"
         f"<td>{markup.escape(status.setting('containment'))}</td>"
+        f"<td>{markup.escape(status.setting('python'))}</td>"
         "</tr>"
     )
 
@@ -144,6 +145,7 @@ def status_table(base: str, statuses: Sequence[ProbeStatus], now: float) -> str:
             "Median duration",
             "Schedule",
             "Containment",
+            "Python",
         )
     )
     rows = "".join(_status_row(base, status, now) for status in statuses)

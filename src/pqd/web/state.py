@@ -7,7 +7,7 @@ Apart from pqd.web.app so that the page modules can use it without importing the
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,7 +27,8 @@ Settings = tuple[tuple[str, str], ...]
 class ProbeView:
     """One configured probe: its settings as (name, value) rows, e.g. ("workers", "4").
 
-    The status table reads the rows named "schedule" and "containment" from ``settings``.
+    The status table reads the rows named "schedule", "containment" and "python" from
+    ``settings``.
     """
 
     name: str
@@ -70,18 +71,27 @@ def schedule_text(probe: ProbeConfig) -> str:
     return f"every {format_duration(probe.interval)}"
 
 
-def probe_view(probe: ProbeConfig, containment: str) -> ProbeView:
+def probe_view(probe: ProbeConfig, containment: str, python: str = "") -> ProbeView:
     """A probe's settings as rows, every per-probe setting of the table (pqd.settings_table);
-    ``containment`` is the one in use, not the configured one."""
+    ``containment`` is the one in use, not the configured one; ``python`` what the probe's
+    interpreter is ("CPython 3.13.0"), shown with its path."""
     rows = [
-        (s.name, _shown(s, getattr(probe, s.name)))
+        (s.name, _python_text(probe, python) if s.name == "python" else _shown(s, value))
         for s in PROBE_SETTINGS
         if s.name not in _SCHEDULE_SETTINGS
+        for value in (getattr(probe, s.name),)
     ]
     return ProbeView(
         name=probe.name,
         settings=(("schedule", schedule_text(probe)), ("containment", containment), *rows),
     )
+
+
+def _python_text(probe: ProbeConfig, python: str) -> str:
+    """``CPython 3.13.0 (/usr/bin/python3.13)``; the default is ``CPython 3.11.7 (pqd's own)``;
+    a path that is not an interpreter (any more) is shown with "not usable"."""
+    where = "pqd's own" if probe.python is None else probe.python
+    return f"{python or 'not usable'} ({where})"
 
 
 def web_state(
@@ -92,12 +102,14 @@ def web_state(
     started_at: float,
     ready: bool,
     unhealthy_reason: str,
+    python: Callable[[ProbeConfig], str] = lambda probe: "",
 ) -> WebState:
+    """``python``: what a probe's interpreter is, "CPython 3.13.0" ("" when it is not one)."""
     return WebState(
         version=__version__,
         python_version=platform.python_version(),
         started_at=started_at,
-        probes=tuple(probe_view(probe, containment) for probe in probes),
+        probes=tuple(probe_view(probe, containment, python(probe)) for probe in probes),
         reload_enabled=config.enable_reload_endpoint,
         ready=ready,
         unhealthy_reason=unhealthy_reason,

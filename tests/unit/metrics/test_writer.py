@@ -31,7 +31,14 @@ from tests.helpers.contract import DESIGN_FAMILIES
 from tests.helpers.factories import PUT_SECONDS, START, job, seed_jobs, seed_shaped_result
 from tests.helpers.waiting import run_threads
 
-DEFAULT = ProbeFacts(name="default", start_method="forkserver", workers=4, queue_maxsize=3)
+DEFAULT = ProbeFacts(
+    name="default",
+    start_method="forkserver",
+    workers=4,
+    queue_maxsize=3,
+    python_implementation="cpython",
+    python_version="3.11.7",
+)
 
 
 # --- factories --------------------------------------------------------------------------------
@@ -129,7 +136,7 @@ STARTUP = """\
 pqd_build_info{python_version="{PY}",version="1.2.3"} 1.0
 # HELP pqd_probe_info Configuration of a probe; the value is always 1.
 # TYPE pqd_probe_info gauge
-pqd_probe_info{containment="subreaper",probe="default",start_method="forkserver"} 1.0
+pqd_probe_info{containment="subreaper",probe="default",python_implementation="cpython",python_version="3.11.7",start_method="forkserver"} 1.0
 # HELP pqd_queue_depth Items in the probe's queue now, sampled after each job (0 between cycles).
 # TYPE pqd_queue_depth gauge
 pqd_queue_depth{probe="default"} 0.0
@@ -439,7 +446,7 @@ EXTRA_LABELS = {
     "pqd_last_cycle_cause": {"pqd_last_cycle_cause"},
     "pqd_phase_duration_seconds": {"phase"},
     "pqd_queue_operation_duration_seconds": {"operation"},
-    "pqd_probe_info": {"start_method", "containment"},
+    "pqd_probe_info": {"start_method", "containment", "python_version", "python_implementation"},
 }
 WITHOUT_PROBE = {
     "pqd_build_info": {"version", "python_version"},
@@ -761,10 +768,10 @@ def test_set_probes_adds_a_new_probe_at_zero() -> None:
     metrics.set_probes([DEFAULT, ProbeFacts("new", "fork", 2, 7)])
     assert value(registry, "pqd_cycles_total", probe="new") == 0
     assert value(registry, "pqd_queue_capacity", probe="new") == 7
-    assert (
-        value(registry, "pqd_probe_info", probe="new", start_method="fork", containment="subreaper")
-        == 1
-    )
+    info = {"start_method": "fork", "containment": "subreaper"}
+    # Facts that do not say which interpreter (its path is not one): empty labels.
+    info |= {"python_version": "", "python_implementation": ""}
+    assert value(registry, "pqd_probe_info", probe="new", **info) == 1
     for reason in FAILURE_REASONS:
         assert value(registry, "pqd_cycle_failures_total", probe="new", reason=reason) == 0
     for reason in SKIP_REASONS:
@@ -787,6 +794,17 @@ def info_series(registry: CollectorRegistry) -> set[tuple[str, str, str]]:
             assert s.value == 1, s
             found.add((s.labels["probe"], s.labels["start_method"], s.labels["containment"]))
     return found
+
+
+def test_probe_info_carries_the_interpreter_and_replaces_the_series_when_it_changes() -> None:
+    metrics, registry = make(DEFAULT)
+    labels = {"start_method": "forkserver", "containment": "subreaper"}
+    own = {"python_version": "3.11.7", "python_implementation": "cpython"}
+    assert value(registry, "pqd_probe_info", probe="default", **labels, **own) == 1
+    metrics.set_probes([replace(DEFAULT, python_version="3.9.18")])
+    py39 = {"python_version": "3.9.18", "python_implementation": "cpython"}
+    assert value(registry, "pqd_probe_info", probe="default", **labels, **py39) == 1
+    assert value(registry, "pqd_probe_info", probe="default", **labels, **own) is None
 
 
 def test_probe_info_carries_containment_and_replaces_the_series_when_it_changes() -> None:

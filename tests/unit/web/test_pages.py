@@ -30,13 +30,17 @@ from tests.helpers.web import (
 
 
 def status_state() -> WebState:
-    every_15s = (("schedule", "every 15s"), ("containment", "subreaper"), ("workers", "4"))
+    own = ("python", "CPython 3.11.7 (pqd's own)")
+    every_15s = (("schedule", "every 15s"), ("containment", "subreaper"), ("workers", "4"), own)
+    py39 = ("python", "CPython 3.9.18 (/usr/bin/python3.9)")
     return make_state(
         probes=(
             ProbeView("a", every_15s),
             ProbeView("b", every_15s),
-            ProbeView("c", (("schedule", "every 1m"), ("containment", "subreaper"))),
-            ProbeView("d", (("schedule", "cron */5 * * * * (UTC)"), ("containment", "cgroup"))),
+            ProbeView("c", (("schedule", "every 1m"), ("containment", "subreaper"), py39)),
+            ProbeView(
+                "d", (("schedule", "cron */5 * * * * (UTC)"), ("containment", "cgroup"), own)
+            ),
         )
     )
 
@@ -83,6 +87,7 @@ def test_status_rows_put_failing_probes_first_with_a_text_label() -> None:
             "2.100 s",
             "every 15s",
             "subreaper",
+            "CPython 3.11.7 (pqd's own)",
         ],
         [
             "d",
@@ -93,6 +98,7 @@ def test_status_rows_put_failing_probes_first_with_a_text_label() -> None:
             "2.000 s",
             "cron */5 * * * * (UTC)",
             "cgroup",
+            "CPython 3.11.7 (pqd's own)",
         ],
         [
             "a",
@@ -103,8 +109,19 @@ def test_status_rows_put_failing_probes_first_with_a_text_label() -> None:
             "1.625 s",
             "every 15s",
             "subreaper",
+            "CPython 3.11.7 (pqd's own)",
         ],
-        ["c", "waiting no cycle yet", "never", "0 ok / 0 failed", "", "", "every 1m", "subreaper"],
+        [
+            "c",
+            "waiting no cycle yet",
+            "never",
+            "0 ok / 0 failed",
+            "",
+            "",
+            "every 1m",
+            "subreaper",
+            "CPython 3.9.18 (/usr/bin/python3.9)",
+        ],
     ]
     # The status table comes first, and says how many fail before any table.
     assert r.text.index('<table class="status">') < r.text.index('<table class="cycles">')
