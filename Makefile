@@ -11,7 +11,7 @@ PREFIX ?= /opt/pqd
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test unit lint typecheck system-deps install image clean
+.PHONY: help run test test-pythons unit lint typecheck system-deps install image clean
 
 ## help: list the targets
 help:
@@ -58,9 +58,14 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src
 
-## test: install everything the tests need, then lint, type-check and run the whole suite
+## test: install everything the tests need, then lint, type-check, run the whole suite, then the per_python tests under each other CPython
 test: system-deps lint typecheck
 	$(BIN)/pytest
+	$(BIN)/python -m tests.helpers.interpreters
+
+## test-pythons: the per_python tests again with each other CPython >= 3.9 found as the probes' python
+test-pythons: $(VENV)/.test-installed
+	$(BIN)/python -m tests.helpers.interpreters
 
 ## unit: the unit tests alone (plain data and a few real pools; seconds)
 unit: $(VENV)/.test-installed

@@ -25,6 +25,9 @@ from tests.helpers.daemon_faults import (
 from tests.helpers.pqd_process import sample
 from tests.helpers.waiting import wait_until
 
+# The probes' python comes from PQD_PYTHON in a per_python run (tests/conftest.py).
+pytestmark = pytest.mark.per_python
+
 
 def test_worker_sigkilled(tmp_path: Path) -> None:
     with faulty_pqd(tmp_path) as (pqd, scraper):

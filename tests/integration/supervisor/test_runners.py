@@ -12,6 +12,9 @@ from pqd.probe import ProbeConfig
 from pqd.results import CycleResult
 from pqd.runner.containment import become_child_subreaper
 from pqd.supervisor.runners import Runners
+from tests.helpers.interpreters import probe_fields
+
+pytestmark = pytest.mark.per_python
 
 START_METHODS = ["forkserver", "spawn", "fork"]
 
@@ -31,7 +34,12 @@ def test_probes_run_side_by_side_in_runners_of_their_own(runners: Runners) -> No
 
     def run(start_method: str, pause: float) -> None:
         results[start_method] = runners.run_cycle(
-            ProbeConfig(name=start_method, start_method=start_method, job_pause=pause)
+            ProbeConfig(
+                name=start_method,
+                start_method=start_method,
+                job_pause=pause,
+                **probe_fields(),
+            )
         )
 
     threads = [
@@ -58,5 +66,7 @@ def test_probes_run_side_by_side_in_runners_of_their_own(runners: Runners) -> No
     helpers = {h.role: h.pid for h in forkserver_result.helpers_started}
     assert psutil.Process(helpers["forkserver"]).ppid() == forkserver_result.main_pid
     assert runners.runner_pids() == main_pids
-    again = runners.run_cycle(ProbeConfig(name="forkserver", start_method="forkserver"))
+    again = runners.run_cycle(
+        ProbeConfig(name="forkserver", start_method="forkserver", **probe_fields())
+    )
     assert again.success and again.main_pid == forkserver_result.main_pid

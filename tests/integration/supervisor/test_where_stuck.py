@@ -25,9 +25,11 @@ from pqd.runner.containment import become_child_subreaper
 from pqd.supervisor.runners import Runners
 from tests.helpers import fault_jobs
 from tests.helpers.fault_runner import PRODUCER_ENV
+from tests.helpers.interpreters import probe_fields
 from tests.helpers.pqd_process import running_pqd
 from tests.helpers.waiting import wait_until
 
+pytestmark = pytest.mark.per_python
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 3.0
 START_METHODS = ["forkserver", "spawn", "fork"]
@@ -57,6 +59,7 @@ def probe(start_method: str = "forkserver") -> ProbeConfig:
         workers=2,
         rounds=1,
         timeout=TIMEOUT,
+        **probe_fields(),
     )
 
 
@@ -75,7 +78,7 @@ def busy_worker(announce: Path) -> tuple[int, str]:
 
 def line_of(function: object, marker: str) -> int:
     """The line number of the source line of ``function`` that carries ``marker``."""
-    lines, first = inspect.getsourcelines(function)  # type: ignore[arg-type]
+    lines, first = inspect.getsourcelines(function)
     return first + next(i for i, text in enumerate(lines) if marker in text)
 
 
