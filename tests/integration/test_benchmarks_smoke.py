@@ -20,6 +20,7 @@ SCRIPTS = {
     "scrape.py": "## Scrape /metrics",
     "scaling.py": "## Scaling with pool size",
     "wakeups.py": "## Wake-ups of an idle pqd",
+    "headroom.py": "## Headroom reading, per call",
 }
 #: More that a script must print.
 ALSO = {

@@ -135,7 +135,7 @@ class _Start:
     cpu_seconds: float  # CycleTree.cpu_seconds()
     pid_count: int  # processes on the host
     headroom: Headroom  # docs/design.md §2
-    shm_before: frozenset[str]  # multiprocessing's objects in /dev/shm (headroom.leaked_shm)
+    shm_before: frozenset[str]  # /dev/shm's entries (headroom.leaked_shm)
 
 
 class _Cycle:
@@ -171,8 +171,8 @@ class _Cycle:
 
     def begin(self) -> _Start:
         wall, t0, helpers = time.time(), time.monotonic(), mp_private.helper_pids()
-        cpu, pids, room = self.tree.cpu_seconds(), procs.host_pid_count(), headroom.read()
-        start = _Start(wall, t0, helpers, cpu, pids, room, headroom.mp_shm_names())
+        cpu, pids, (room, shm) = self.tree.cpu_seconds(), procs.host_pid_count(), headroom.begin()
+        start = _Start(wall, t0, helpers, cpu, pids, room, shm)
         self.observer.begun(start.pid_count, dict(self.tree.helpers), start.headroom)
         return start
 

@@ -120,9 +120,17 @@ def _tightest(
     return best
 
 
-def _pids() -> tuple[int, int, str]:
+#: /proc/self/cgroup and /proc/self/mountinfo, read once per reading.
+Views = tuple[str, str]
+
+
+def _views() -> Views:
+    return _read("/proc/self/cgroup") or "", _read_all("/proc/self/mountinfo")
+
+
+def _pids(views: Views) -> tuple[int, int, str]:
     found = _tightest(
-        ancestry("pids"),
+        ancestry("pids", *views),
         {"v1": "pids.max", "v2": "pids.max"},
         {"v1": "pids.current", "v2": "pids.current"},
     )
@@ -149,11 +157,11 @@ def _meminfo() -> dict[str, int]:
     return info
 
 
-def _memory() -> tuple[int, int, str]:
+def _memory(views: Views) -> tuple[int, int, str]:
     info = _meminfo()
     total = info.get("MemTotal", 0)
     found = _tightest(
-        ancestry("memory"),
+        ancestry("memory", *views),
         {"v1": "memory.limit_in_bytes", "v2": "memory.max"},
         {"v1": "memory.usage_in_bytes", "v2": "memory.current"},
     )
@@ -174,13 +182,13 @@ def _cpu_quota(version: str, directory: str) -> float | None:
     return quota / period
 
 
-def _cpu() -> tuple[float, str]:
+def _cpu(views: Views) -> tuple[float, str]:
     try:
         cores: float = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         cores = float(os.cpu_count() or 1)
     source = "affinity"
-    for version, directory in ancestry("cpu"):
+    for version, directory in ancestry("cpu", *views):
         quota = _cpu_quota(version, directory)
         if quota is not None and quota < cores:
             cores, source = quota, f"cgroup {version} {directory}"
@@ -204,16 +212,23 @@ def open_files_limit() -> int:
     return int(soft)
 
 
-def _shm() -> tuple[int, int, int]:
-    """(size, available, entries) of /dev/shm; what a writer cannot use is not available."""
+def shm_names() -> frozenset[str]:
+    """Every entry of /dev/shm now (none if it cannot be listed)."""
+    try:
+        return frozenset(os.listdir(SHM_DIR))
+    except OSError:
+        return frozenset()
+
+
+def _shm() -> tuple[int, int]:
+    """(size, available) of /dev/shm; what a writer cannot use is not available."""
     try:
         st = os.statvfs(SHM_DIR)
-        entries = len(os.listdir(SHM_DIR))
     except OSError:
-        return 0, 0, 0
+        return 0, 0
     size = st.f_blocks * st.f_frsize
     writable = not st.f_flag & os.ST_RDONLY and os.access(SHM_DIR, os.W_OK | os.X_OK)
-    return size, st.f_bavail * st.f_frsize if writable else 0, entries
+    return size, st.f_bavail * st.f_frsize if writable else 0
 
 
 def tmpdir_check() -> tuple[str, str]:
@@ -242,17 +257,24 @@ def tmpdir_check() -> tuple[str, str]:
 
 
 def read() -> Headroom:
-    """Everything at once, and what reading it cost."""
+    return begin()[0]
+
+
+def begin() -> tuple[Headroom, frozenset[str]]:
+    """Everything at once, with what reading it cost, and /dev/shm's entries for the cycle's
+    leaked_shm at its end (one listing serves both)."""
     t0 = time.perf_counter()
-    shm_size, shm_available, shm_objects = _shm()
-    pids_limit, pids_current, pids_source = _pids()
-    memory_limit, memory_usage, memory_source = _memory()
-    cores, cpu_source = _cpu()
+    names = shm_names()
+    shm_size, shm_available = _shm()
+    views = _views()
+    pids_limit, pids_current, pids_source = _pids(views)
+    memory_limit, memory_usage, memory_source = _memory(views)
+    cores, cpu_source = _cpu(views)
     tmpdir, problem = tmpdir_check()
-    return Headroom(
+    room = Headroom(
         shm_size_bytes=shm_size,
         shm_available_bytes=shm_available,
-        shm_objects=shm_objects,
+        shm_objects=len(names),
         pids_limit=pids_limit,
         pids_current=pids_current,
         pids_source=pids_source,
@@ -268,14 +290,12 @@ def read() -> Headroom:
         tmpdir_problem=problem,
         read_seconds=time.perf_counter() - t0,
     )
+    return room, names
 
 
-def mp_shm_names() -> frozenset[str]:
-    """multiprocessing's semaphores and shared-memory blocks in /dev/shm now."""
-    try:
-        return frozenset(n for n in os.listdir(SHM_DIR) if n.startswith(MP_SHM_PREFIXES))
-    except OSError:
-        return frozenset()
+def _new_mp_names(before: frozenset[str]) -> list[str]:
+    """multiprocessing's semaphores and shared-memory blocks in /dev/shm not in ``before``."""
+    return [n for n in shm_names() - before if n.startswith(MP_SHM_PREFIXES)]
 
 
 def leaked_shm(before: frozenset[str]) -> int:
@@ -283,10 +303,10 @@ def leaked_shm(before: frozenset[str]) -> int:
     maps any more: what a cycle created and left behind. One still mapped belongs to a live
     process (another probe's cycle running beside this one), so the costly part, a look at
     every process's maps, happens only when something new is still there."""
-    new = mp_shm_names() - before
+    new = _new_mp_names(before)
     if new:
         gc.collect()  # a pool dropped in a reference cycle unlinks its semaphores when collected
-        new = mp_shm_names() - before
+        new = _new_mp_names(before)
     if not new:
         return 0
     paths = {os.path.join(SHM_DIR, name).encode() for name in new}
