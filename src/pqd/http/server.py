@@ -385,17 +385,9 @@ class HttpServer:
             conn.respond(admitted, keep_alive=keep_alive, now=now)
             return
         user, check = admitted
-        request = _Request(
-            conn=conn,
-            head=head,
-            body=body,
-            web=web,
-            user=user,
-            check=check,
-            keep_alive=keep_alive,
-            tls=conn.tls is not None,
-            peer=conn.peer,
-        )
+        # Positional in field order: each local is named like its field.
+        tls = conn.tls is not None
+        request = _Request(conn, head, body, web, user, check, keep_alive, tls, conn.peer)
         conn.start_work()
         if check is not None:
             self._auth_work.put(request)
