@@ -100,9 +100,19 @@ def in_a_cycle(pqd: PqdProcess) -> tuple[psutil.Process, list[psutil.Process]]:
 
 
 def assert_failure_then_success(
-    pqd: PqdProcess, scraper: Scraper, reason: str, inject: Callable[[], None]
+    pqd: PqdProcess,
+    scraper: Scraper,
+    reason: str,
+    inject: Callable[[], None],
+    cause: str | None = None,
 ) -> None:
+    """``inject`` fails a victim cycle with ``reason`` (and, given, ``cause``: the same write
+    counts both, docs/design.md §1 "Causes"); the next victim cycle and the bystander succeed."""
     failures_before = counter(pqd, "pqd_cycle_failures_total", probe="victim", reason=reason)
+    causes_before = {
+        c: counter(pqd, "pqd_cycle_failure_causes_total", probe="victim", cause=c)
+        for c in ([cause] if cause else [])
+    }
     bystander_before = counter(pqd, "pqd_cycles_total", probe="bystander")
     # A fault that lands after the last job, while the pool is being closed anyway, does not
     # fail the cycle (its measurements are complete): then the next cycle is hit again.
@@ -122,6 +132,10 @@ def assert_failure_then_success(
         except AssertionError:
             continue
     assert text, f"no {reason} failure counted after 5 injections"
+    for name, before in causes_before.items():
+        counted = sample(text, "pqd_cycle_failure_causes_total", probe="victim", cause=name) or 0
+        lines = [line for line in pqd.log_events("cycle failed") if line.get("reason") == reason]
+        assert counted > before, (name, lines[-1:])
     successes = sample(text, "pqd_last_cycle_success_timestamp_seconds", probe="victim") or 0
     pqd.scrape_until(
         lambda t: (

@@ -36,7 +36,8 @@ def test_worker_sigkilled(tmp_path: Path) -> None:
             _, workers = in_a_cycle(pqd)
             workers[0].send_signal(signal.SIGKILL)
 
-        assert_failure_then_success(pqd, scraper, "worker_died", inject)
+        # A SIGKILL with no OOM kill counted: something outside pqd killed it.
+        assert_failure_then_success(pqd, scraper, "worker_died", inject, cause="killed")
 
 
 def test_worker_sigstopped(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_worker_sigstopped(tmp_path: Path) -> None:
             for worker in workers:  # whichever is busy or holds the task lock: all stopped
                 worker.send_signal(signal.SIGSTOP)
 
-        assert_failure_then_success(pqd, scraper, "timeout", inject)
+        assert_failure_then_success(pqd, scraper, "timeout", inject, cause="stopped")
 
 
 def test_manager_sigkilled(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_manager_sigkilled(tmp_path: Path) -> None:
             manager, _ = in_a_cycle(pqd)
             manager.send_signal(signal.SIGKILL)
 
-        assert_failure_then_success(pqd, scraper, "manager_died", inject)
+        assert_failure_then_success(pqd, scraper, "manager_died", inject, cause="killed")
 
 
 def test_job_hanging_past_the_timeout(tmp_path: Path) -> None:
@@ -68,7 +69,7 @@ def test_job_hanging_past_the_timeout(tmp_path: Path) -> None:
             manager, _ = in_a_cycle(pqd)
             manager.send_signal(signal.SIGSTOP)
 
-        assert_failure_then_success(pqd, scraper, "timeout", inject)
+        assert_failure_then_success(pqd, scraper, "timeout", inject, cause="stopped")
 
 
 def pids_cgroup() -> Path | None:
@@ -111,7 +112,7 @@ def test_pool_that_cannot_start_under_a_process_limit(tmp_path: Path) -> None:
                     with contextlib.suppress(OSError):
                         (root / "cgroup.procs").write_text(pid)
 
-            assert_failure_then_success(pqd, scraper, "spawn_failed", inject)
+            assert_failure_then_success(pqd, scraper, "spawn_failed", inject, "process_limit")
     finally:
         with contextlib.suppress(OSError):
             group.rmdir()
@@ -130,7 +131,8 @@ def test_grandchild_left_behind_is_counted_and_killed(tmp_path: Path) -> None:
         def inject() -> None:
             trigger.write_text("plain 1")
 
-        assert_failure_then_success(pqd, scraper, "leak", inject)
+        # A process the probe's own job left behind: nothing on the host to blame.
+        assert_failure_then_success(pqd, scraper, "leak", inject, cause="unknown")
         text = pqd.scrape()
         leak_events = [e for e in pqd.log_events("cycle failed") if e.get("reason") == "leak"]
 

@@ -107,6 +107,8 @@ def test_sleeping_job_stack_shows_the_sleeping_line(
     result = runners.run_cycle(probe(start_method))
 
     assert result.reason == "timeout", result.detail
+    # Every process asleep, none stopped or in D: a slow job, nothing on the host to blame.
+    assert result.cause == "unknown", result.cause_detail
     assert_within_deadline(result)
     assert_whole_tree_listed(result)
     pid, _ = busy_worker(announce)
@@ -144,6 +146,7 @@ def test_stopped_worker_is_named_with_state_t(
     assert worker.state == "T", worker
     assert worker.stack is None
     assert "stopped" in worker.note, worker.note
+    assert result.cause == "stopped" and f"pid {stopped[0]}" in result.cause_detail, result
 
 
 def test_stopped_manager_leaves_the_worker_in_a_queue_call(
@@ -168,6 +171,7 @@ def test_stopped_manager_leaves_the_worker_in_a_queue_call(
     processes = by_pid(result)
     assert processes[manager_pid].role == "Manager"
     assert processes[manager_pid].state == "T", processes[manager_pid]
+    assert (result.cause, f"Manager pid {manager_pid}" in result.cause_detail) == ("stopped", True)
     worker = processes[worker_pid]
     assert worker.stack is not None, worker.note
     main_thread = worker.stack.rstrip().split("\n\n")[-1]
@@ -184,6 +188,7 @@ def test_job_error_keeps_the_worker_traceback(
     result = runners.run_cycle(probe())
 
     assert result.reason == "job_error", result.detail
+    assert result.cause == "unknown", result.cause_detail  # the job's own exception
     assert_within_deadline(result)
     traceback = result.job_traceback or ""
     assert traceback.startswith("Traceback (most recent call last):"), traceback
@@ -252,6 +257,8 @@ def test_capture_stacks_false_signals_nothing(
     result = runners.run_cycle(quiet)
 
     assert result.reason == "timeout", result.detail
+    # Every process asleep, none stopped or in D: a slow job, nothing on the host to blame.
+    assert result.cause == "unknown", result.cause_detail
     assert_within_deadline(result)
     assert_whole_tree_listed(result)
     pid, _ = busy_worker(announce)
