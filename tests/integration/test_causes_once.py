@@ -318,3 +318,19 @@ def test_semaphores_removed_once_mid_job_are_counted_even_when_the_cycle_passes(
     assert result["warnings"].get("semaphore_removed", 0) >= 1, result["warnings"]
     assert result["success"] or result["cause"] == "semaphore_removed", result["cause_detail"]
     assert "_cleanup" in result["stderr"] and err == ""
+
+
+def test_fork_with_threads_is_counted_under_a_python_that_warns() -> None:
+    """3.12+ warns when fork() runs with threads alive (the runner has its own): every fork of
+    a cycle under the fork start method is one fork_with_threads warning, not raw output."""
+    from tests.helpers.interpreters import other_cpythons
+
+    warning = [f for f in other_cpythons() if tuple(map(int, f.minor.split("."))) >= (3, 12)]
+    assert warning, "no CPython >= 3.12 on this machine: the condition cannot be created"
+    python = warning[0].interpreter.path
+    done = c.run([*PQD, "--start-method", "fork", "--python", python])
+    (result,) = json.loads(done.stdout)
+    assert result["success"], result["detail"]
+    # The Manager and the 4 workers are forked with the runner's threads alive.
+    assert result["warnings"].get("fork_with_threads", 0) >= 5, result["warnings"]
+    assert "DeprecationWarning" in result["stderr"] and done.stderr == ""
