@@ -1,24 +1,26 @@
-"""The pids alert in a real Prometheus, for real (docs/design.md §2, "Headroom"): `pqd run` in
-a pids cgroup whose limit sits just above what its cycles need, scraped by Prometheus with
-deploy/prometheus's rules. PqdPidsNearLimit fires while every cycle still succeeds and no fork
-has been refused; then, with the limit below the need, cycles fail with the process_limit cause.
+"""Headroom alerts in a real Prometheus, for real (docs/design.md §2, "Headroom"): `pqd run`
+under a condition that brings it close to a limit while its cycles still succeed, scraped by
+Prometheus with deploy/prometheus's rules. The alert fires while no cycle has failed; then, with
+the limit below the need, cycles fail with the cause that names the resource.
 
-The rules are loaded unchanged except PqdPidsNearLimit's `for:`, cut from 5m to 5s so that the
-test need not wait five minutes (its edges are pinned by the promtool tests)."""
+The rules are loaded unchanged except the `for:` of the alert under test, cut to 5s so that the
+test need not wait minutes (the edges of every `for:` are pinned by the promtool tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import conditions as c
-from tests.helpers.pqd_process import running_pqd, sample
+from tests.helpers.pqd_process import PqdProcess, running_pqd, sample
 from tests.helpers.prometheus_process import PROMETHEUS_DIR, running_prometheus
 from tests.helpers.waiting import wait_until
 
@@ -26,8 +28,9 @@ pytestmark = pytest.mark.slow
 
 PQD = [sys.executable, "-m", "pqd"]
 PROBE = '[probes.p]\ninterval = "1s"\ntimeout = "20s"\njob_pause = "0s"\n'
-#: Threads of a ballast process in the cgroup: the application's tasks, so that what pqd's own
-#: cycles add is a small share of the limit.
+REASONS = ("timeout", "worker_died", "manager_died", "spawn_failed", "job_error", "helper_died")
+#: Threads of a ballast process in the pids cgroup: the application's tasks, so that what
+#: pqd's own cycles add is a small share of the limit.
 BALLAST_THREADS = 600
 BALLAST = (
     "import threading, time\n"
@@ -36,20 +39,60 @@ BALLAST = (
     "time.sleep(3600)\n"
 )
 #: Above the highest pids.current seen during cycles: room for what a 2 ms sampler misses.
-MARGIN = 20
+PIDS_MARGIN = 20
 
 
-def rules_with_short_pids_window(tmp: Path) -> Path:
+def rules_with_short_window(tmp: Path, alert: str) -> Path:
     for name in ("pqd-rules.yml", "pqd-alerts.yml"):
         shutil.copy(PROMETHEUS_DIR / name, tmp / name)
     alerts = tmp / "pqd-alerts.yml"
     text = alerts.read_text()
-    start = text.index("- alert: PqdPidsNearLimit")
+    start = text.index(f"- alert: {alert}\n")
     head, tail = text[:start], text[start:]
-    tail, count = re.subn(r"for: 5m", "for: 5s", tail, count=1)
-    assert count == 1, "PqdPidsNearLimit has no for: 5m"
+    tail, count = re.subn(r"for: \d+m", "for: 5s", tail, count=1)
+    assert count == 1, f"{alert} has no for:"
     alerts.write_text(head + tail)
     return tmp
+
+
+@contextlib.contextmanager
+def daemon(tmp_path: Path, *wraps: c.Wrap) -> Iterator[PqdProcess]:
+    with running_pqd(
+        tmp_path / "pqd", PROBE, command=c.command(PQD, *wraps), env=c.environment(*wraps)
+    ) as pqd:
+        pqd.scrape_until(lambda t: (sample(t, "pqd_cycles_total", probe="p") or 0) >= 2, "2 cycles")
+        yield pqd
+
+
+def fires_before_any_failure(tmp_path: Path, pqd: PqdProcess, alert: str) -> str:
+    """Prometheus scraping ``pqd`` until ``alert`` fires for probe p; then no cycle may have
+    failed. pqd's exposition at that moment."""
+    rules = rules_with_short_window(tmp_path / "rules", alert)
+    with running_prometheus(
+        tmp_path / "prometheus", f"127.0.0.1:{pqd.port}", rules_dir=rules
+    ) as prometheus:
+        expr = f'ALERTS{{alertname="{alert}", alertstate="firing", probe="p"}}'
+        wait_until(lambda: prometheus.query(expr)["data"]["result"], f"{alert} firing", seconds=90)
+    text = pqd.scrape()
+    assert (sample(text, "pqd_cycles_total", probe="p") or 0) >= 3, text
+    failed = [sample(text, "pqd_cycle_failures_total", probe="p", reason=r) for r in REASONS]
+    assert failed == [0] * len(REASONS), text
+    return text
+
+
+def fails_with_cause(pqd: PqdProcess, cause: str) -> None:
+    pqd.scrape_until(
+        lambda t: (sample(t, "pqd_cycle_failure_causes_total", probe="p", cause=cause) or 0) >= 1,
+        f"a cycle failed with cause {cause}",
+        60,
+    )
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Path:
+    for part in ("pqd", "rules", "prometheus"):
+        (tmp_path / part).mkdir()
+    return tmp_path
 
 
 def pids_samples(group: c.Cgroup, seconds: float) -> list[int]:
@@ -62,81 +105,66 @@ def pids_samples(group: c.Cgroup, seconds: float) -> list[int]:
     return found
 
 
-def firing(prometheus_query: object, expr: str) -> list[dict[str, object]]:
-    answer = prometheus_query(expr)  # type: ignore[operator]
-    return list(answer["data"]["result"])
-
-
 def test_pids_alert_fires_before_any_cycle_fails_then_the_cause_is_process_limit(
-    tmp_path: Path,
+    dirs: Path,
 ) -> None:
-    for part in ("pqd", "rules", "prometheus"):
-        (tmp_path / part).mkdir()
     with c.pids_cgroup("max") as group:
         ballast = subprocess.Popen(c.command([sys.executable, "-c", BALLAST], group.wrap))
         try:
             wait_until(
                 lambda: int(group.read("pids.current")) > BALLAST_THREADS, "the ballast's threads"
             )
-            with running_pqd(
-                tmp_path / "pqd",
-                PROBE,
-                command=c.command(PQD, group.wrap),
-                env=c.environment(group.wrap),
-            ) as pqd:
-                pqd.scrape_until(
-                    lambda t: (sample(t, "pqd_cycles_total", probe="p") or 0) >= 2,
-                    "two cycles",
-                )
+            with daemon(dirs, group.wrap) as pqd:
                 seen = pids_samples(group, 3.0)
-                limit = max(seen) + MARGIN
+                limit = max(seen) + PIDS_MARGIN
                 group.write("pids.max", str(limit))
                 refused = group.keyed("pids.events").get("max", 0)
-                rules = rules_with_short_pids_window(tmp_path / "rules")
-                with running_prometheus(
-                    tmp_path / "prometheus", f"127.0.0.1:{pqd.port}", rules_dir=rules
-                ) as prometheus:
-                    alert = wait_until(
-                        lambda: firing(
-                            prometheus.query,
-                            'ALERTS{alertname="PqdPidsNearLimit", alertstate="firing", probe="p"}',
-                        ),
-                        "PqdPidsNearLimit firing",
-                        90,
-                    )
-                    text = pqd.scrape()
-                    # Before any cycle failed, and before the kernel refused a single task.
-                    assert sample(text, "pqd_cycles_total", probe="p") >= 3  # type: ignore[operator]
-                    failures = [
-                        sample(text, "pqd_cycle_failures_total", probe="p", reason=r) or 0
-                        for r in ("timeout", "worker_died", "manager_died", "spawn_failed")
-                    ]
-                    assert failures == [0, 0, 0, 0], text
-                    assert group.keyed("pids.events").get("max", 0) == refused
-                    assert sample(text, "pqd_pids_limit", probe="p") == limit
-                    current = sample(text, "pqd_pids_current", probe="p")
-                    assert current is not None and 0.9 * limit < current < limit
-                    assert alert[0]["metric"]["instance"] == f"127.0.0.1:{pqd.port}"
-                # Below the need: the cycles that follow fail, and say why.
-                group.write("pids.max", str(min(seen) + 4))
-                pqd.scrape_until(
-                    lambda t: (
-                        (
-                            sample(
-                                t,
-                                "pqd_cycle_failure_causes_total",
-                                probe="p",
-                                cause="process_limit",
-                            )
-                            or 0
-                        )
-                        >= 1
-                    ),
-                    "a cycle failed with cause process_limit",
-                    60,
-                )
+                text = fires_before_any_failure(dirs, pqd, "PqdPidsNearLimit")
+                # ... and before the kernel refused a single task.
+                assert group.keyed("pids.events").get("max", 0) == refused
+                assert sample(text, "pqd_pids_limit", probe="p") == limit
+                current = sample(text, "pqd_pids_current", probe="p")
+                assert current is not None and 0.9 * limit < current < limit
+                group.write("pids.max", str(min(seen) + 4))  # below the need
+                fails_with_cause(pqd, "process_limit")
                 assert group.keyed("pids.events").get("max", 0) > refused
                 group.write("pids.max", "max")  # let pqd stop cleanly
         finally:
             ballast.kill()
             ballast.wait(10)
+
+
+def test_shm_alert_fires_before_any_cycle_fails_then_the_cause_is_shm_full(dirs: Path) -> None:
+    with c.private_shm("1m") as namespace, daemon(dirs, namespace.wrap) as pqd:
+        shm = namespace.shm_dir(pqd.proc.pid)
+        # Leave 64 KiB of 1 MiB (6%): under the alert's 10%, above a cycle's 24 KiB. Written
+        # to a size, not to ENOSPC, so that no cycle meets a full /dev/shm meanwhile.
+        ballast = shm / "ballast"
+        ballast.write_bytes(bytes(max(0, c.space(shm).available - (64 << 10))))
+        text = fires_before_any_failure(dirs, pqd, "PqdSharedMemoryLow")
+        room = c.space(shm)
+        assert sample(text, "pqd_shm_size_bytes", probe="p") == room.size == 1 << 20
+        available = sample(text, "pqd_shm_available_bytes", probe="p")
+        assert available is not None and 0 < available < 0.1 * room.size
+        c.fill(shm)  # to the last byte: below the need
+        fails_with_cause(pqd, "shm_full")
+        ballast.unlink()
+
+
+def runner_pid(pqd: PqdProcess) -> int:
+    (runner,) = [p for p in pqd.descendants() if "pqd.runner.main" in " ".join(p.cmdline())]
+    return runner.pid
+
+
+def test_open_files_alert_fires_before_any_cycle_fails_then_the_cause_is_the_limit(
+    dirs: Path,
+) -> None:
+    # A cycle's busiest process (the runner) holds 26 descriptors here: 30 is 87% of that.
+    with daemon(dirs, c.rlimits(nofile=30)) as pqd:
+        text = fires_before_any_failure(dirs, pqd, "PqdOpenFilesNearLimit")
+        assert sample(text, "pqd_open_files_limit", probe="p") == 30
+        held = sample(text, "pqd_last_cycle_max_open_files", probe="p")
+        assert held is not None and 0.8 * 30 < held < 30
+        # Below the need, for the runner that pqd keeps between cycles.
+        subprocess.run(["prlimit", "--pid", str(runner_pid(pqd)), "--nofile=16"], check=True)
+        fails_with_cause(pqd, "open_files_limit")
