@@ -281,8 +281,11 @@ def _nofile_sentence(e: Evidence, number: int) -> str:
     )
 
 
-#: The fewest processes a cycle needs besides its workers: runner, Manager, forkserver, tracker.
-CYCLE_PROCESSES = 4
+def cycle_tasks(workers: int) -> int:
+    """About the fewest tasks (processes and threads, as RLIMIT_NPROC counts them) a cycle
+    needs: each worker and its death-watch thread, and some ten for the runner's, the Manager's
+    and the helpers' processes and threads."""
+    return 2 * workers + 10
 
 
 def _nproc(e: Evidence) -> tuple[str, str] | None:
@@ -291,7 +294,7 @@ def _nproc(e: Evidence) -> tuple[str, str] | None:
     if e.nproc is None or e.nproc[0] < 0:
         return None
     limit, count, _ = e.nproc
-    if count + e.workers + CYCLE_PROCESSES < limit:
+    if count + cycle_tasks(e.workers) < limit:
         return None
     return "process_limit", _nproc_sentence(e)
 
@@ -301,11 +304,11 @@ def _nproc_sentence(e: Evidence) -> str:
         limit, count, uid = e.nproc
         if count >= limit:
             return f"RLIMIT_NPROC of {limit} reached: {count} processes of uid {uid}"
-        if count + e.workers + CYCLE_PROCESSES >= limit:
+        if count + cycle_tasks(e.workers) >= limit:
             return (
-                f"RLIMIT_NPROC of {limit} for uid {uid} leaves no room: {count} processes of "
-                f"that uid now, and a cycle needs at least {e.workers + CYCLE_PROCESSES} "
-                f"({e.workers} workers, the runner, the Manager, the forkserver, the tracker)"
+                f"RLIMIT_NPROC of {limit} for uid {uid} leaves no room: {count} processes and "
+                f"threads of that uid now, and a cycle of {e.workers} workers needs about "
+                f"{cycle_tasks(e.workers)}"
             )
     return (
         "a fork or a new thread was refused (EAGAIN) and no pids cgroup counted it: check "
