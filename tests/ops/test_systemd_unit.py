@@ -73,7 +73,8 @@ def test_service_contract() -> None:
         "Type": ["notify"],
         "NotifyAccess": ["main"],
         "ExecStart": ["/usr/local/bin/pqd run --config /etc/pqd/pqd.toml"],
-        "ExecReload": ["/bin/kill -HUP $MAINPID"],
+        # The shell's builtin kill: minimal systems have no /bin/kill (procps).
+        "ExecReload": ["""/bin/sh -c 'kill -HUP "$$MAINPID"'"""],
         "KillMode": ["mixed"],
         "Restart": ["on-failure"],
         "RestartPreventExitStatus": ["78"],
