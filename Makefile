@@ -10,8 +10,15 @@ PREFIX ?= /opt/pqd
 # The one place the version is written; the image is tagged with it (deploy/kubernetes/generate.py).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
+# Extra pip options for `make install`, e.g. an offline install from a wheelhouse:
+#   make install PIP_ARGS='--no-index --find-links /path/to/wheelhouse'
+PIP_ARGS ?=
+# Wheels of pqd's dependencies and build requirements, for installing pqd where there is no
+# package index (the tests under a real systemd install it that way into a container).
+WHEELHOUSE := $(VENV)/wheelhouse
+
 .DEFAULT_GOAL := help
-.PHONY: help run test test-pythons unit lint typecheck system-deps install image clean
+.PHONY: help run test test-pythons unit lint typecheck system-deps wheelhouse install image clean
 
 ## help: list the targets
 help:
@@ -33,6 +40,16 @@ $(VENV)/.test-installed: pyproject.toml
 ## run: create the virtualenv, install pqd and run the daemon on the built-in defaults
 run: $(VENV)/.run-installed
 	$(BIN)/pqd run
+
+## wheelhouse: wheels of pqd's dependencies and build requirements (not of pqd itself)
+wheelhouse: $(WHEELHOUSE)/.built
+
+$(WHEELHOUSE)/.built: pyproject.toml $(VENV)/.test-installed
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) . $$($(BIN)/python -c \
+	  "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'])")
+	rm -f $(WHEELHOUSE)/pqd-*.whl
+	touch $@
 
 ## system-deps: the Debian packages the tests need (skipped when already installed)
 system-deps:
@@ -74,8 +91,8 @@ unit: $(VENV)/.test-installed
 ## install: pqd in $(PREFIX), /usr/local/bin/pqd, the systemd unit and (if absent) the config
 install:
 	$(PYTHON) -m venv $(PREFIX)
-	$(PREFIX)/bin/pip install --quiet --upgrade pip
-	$(PREFIX)/bin/pip install --quiet .
+	$(PREFIX)/bin/pip install --quiet $(PIP_ARGS) --upgrade pip
+	$(PREFIX)/bin/pip install --quiet $(PIP_ARGS) .
 	ln -sf $(PREFIX)/bin/pqd /usr/local/bin/pqd
 	install -m 0644 systemd/pqd.service /etc/systemd/system/pqd.service
 	install -d -m 0755 /etc/pqd
