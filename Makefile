@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Debian packages the test suite drives for real: prometheus/promtool, chromium, systemd-analyze.
-APT_PACKAGES := prometheus chromium systemd fonts-wqy-microhei wrk prometheus-node-exporter
+# Debian packages the test suite drives for real: prometheus/promtool, chromium, systemd-analyze,
+# and debootstrap + systemd-nspawn (systemd-container) for the tests under a real systemd.
+APT_PACKAGES := prometheus chromium systemd fonts-wqy-microhei wrk prometheus-node-exporter \
+  debootstrap systemd-container
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 PREFIX ?= /opt/pqd
@@ -76,7 +78,7 @@ typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src
 
 ## test: install everything the tests need, then lint, type-check, run the whole suite, then the per_python tests under each other CPython
-test: system-deps lint typecheck
+test: system-deps lint typecheck wheelhouse
 	$(BIN)/pytest
 	$(BIN)/python -m tests.helpers.interpreters
 
