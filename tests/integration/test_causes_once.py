@@ -116,6 +116,24 @@ def oom(method: str) -> Iterator[Case]:
 
 
 @contextlib.contextmanager
+def oom_runner(method: str) -> Iterator[Case]:
+    """A memory limit the tree does not fit in, no hog: the OOM killer takes the runner, the
+    largest process (pqd's imports), and pqd sees its runner die of SIGKILL."""
+    with c.memory_cgroup(40 * 2**20) as group:
+
+        def check(result: dict[str, Any]) -> None:
+            assert c.oom_kills(group) >= 1
+
+        yield Case(
+            ("helper_died",),
+            "memory_limit",
+            ("runner pid", "OOM killer", "40 MiB", group.path.name),
+            wraps=[group.wrap],
+            check=check,
+        )
+
+
+@contextlib.contextmanager
 def fault(
     name: str, cause: str, reason: str, words: tuple[str, ...], method: str
 ) -> Iterator[Case]:
@@ -152,6 +170,7 @@ CONDITIONS: dict[str, tuple[Setup, tuple[str, ...]]] = {
     "nproc_limit": (nproc, METHODS),
     "tmpdir_too_long": (long_tmpdir, METHODS),
     "oom_killed_worker": (oom, METHODS),
+    "oom_killed_runner": (oom_runner, ("forkserver", "spawn")),
     "segfault": (
         _partial(fault, "segv", "crashed", "worker_died", ("pool worker pid", "SIGSEGV")),
         METHODS,

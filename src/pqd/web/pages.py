@@ -100,9 +100,15 @@ def _status_cell(base: str, status: ProbeStatus) -> str:
     if last.success:
         return f'<span class="label">ok</span> ({markup.link(href, "last cycle")})'
     reason = markup.link(href, last.reason or "unknown")
+    cause = (
+        ""
+        if last.cause is None
+        else f"; cause {markup.escape(last.cause)}: "
+        f"{markup.escape(markup.cut(last.cause_detail, _MAX_STATUS_DETAIL))}"
+    )
     return (
         f'<span class="label">FAILING</span> {reason}: '
-        f"{markup.escape(markup.cut(last.detail, _MAX_STATUS_DETAIL))}"
+        f"{markup.escape(markup.cut(last.detail, _MAX_STATUS_DETAIL))}{cause}"
     )
 
 

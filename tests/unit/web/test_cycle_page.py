@@ -226,3 +226,29 @@ def test_a_successful_cycle_has_no_stuck_section() -> None:
     r = get(Fake([make_cycle()]).app(), "/cycles/c1")
     assert r.status == 200
     assert "Where it was stuck" not in r.text
+
+
+def test_a_failed_cycle_names_its_cause_and_keeps_the_trees_stderr_escaped() -> None:
+    cycle = make_cycle(
+        cycle_id="c4u5e",
+        success=False,
+        reason="spawn_failed",
+        detail="starting the pool: EOFError",
+        cause="process_limit",
+        cause_detail="pids limit of the cgroup /limited reached: 12 of 12",
+        stderr=f"Traceback (most recent call last):\n{XSS}\nBlockingIOError: [Errno 11]\n",
+        stderr_bytes=90,
+        warnings={"tracker_relaunched": 2, "other": 0},
+    )
+    r = get(Fake([cycle]).app(), "/cycles/c4u5e")
+    assert r.status == 200
+    summary = summary_rows(r.text)
+    assert summary["cause"] == "process_limit: pids limit of the cgroup /limited reached: 12 of 12"
+    assert "Stderr of the tree" in r.text and "warnings: tracker_relaunched 2" in r.text
+    assert XSS not in r.text and XSS_ESCAPED in r.text
+    assert "BlockingIOError: [Errno 11]" in html.unescape(r.text)
+
+
+def test_a_successful_cycle_without_stderr_has_no_cause_or_stderr_section() -> None:
+    r = get(Fake([make_cycle(cycle_id="fine")]).app(), "/cycles/fine")
+    assert "Stderr of the tree" not in r.text and "cause" not in summary_rows(r.text)

@@ -62,6 +62,8 @@ def status_cycles() -> list[CycleResult]:
         "success": False,
         "reason": "timeout",
         "detail": "producer job of round 1 unfinished after 2.1s",
+        "cause": "stopped",
+        "cause_detail": "pool worker 1 pid 7 was stopped (state T)",
     }
     return [
         cycle("a", 1, 0, 1.25),
@@ -80,7 +82,8 @@ def test_status_rows_put_failing_probes_first_with_a_text_label() -> None:
     assert rows(r.text, "status") == [
         [
             "b",
-            "FAILING timeout: producer job of round 1 unfinished after 2.1s",
+            "FAILING timeout: producer job of round 1 unfinished after 2.1s; cause stopped: pool "
+            "worker 1 pid 7 was stopped (state T)",
             "never",
             "0 ok / 2 failed",
             "2.100 s",
