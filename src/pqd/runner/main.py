@@ -18,7 +18,6 @@ import os
 import select
 import sys
 import threading
-import warnings
 from typing import IO
 
 
@@ -78,6 +77,23 @@ def _serve(events: IO[bytes], cgroup_dir: str | None) -> int:
     return 0
 
 
+def _show_fork_with_threads() -> None:
+    """CPython 3.12+ warns when a process with threads forks (gh-100228): the runner has threads
+    (its death watch, the pool's handlers) when a "fork" probe forks its Manager and workers. A
+    DeprecationWarning raised outside __main__ is ignored by default, so the warning would be
+    hidden; here it is shown each time ("always"), ahead of any filter the probe's
+    PYTHONWARNINGS adds, so that "error" cannot turn it into a failed cycle either. It reaches
+    the tree's stderr, and pqd counts it (pqd_cycle_warnings_total{category="fork_with_threads"})
+    while the cycle goes on."""
+    import warnings
+
+    warnings.filterwarnings(
+        "always",
+        message=r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)",
+        category=DeprecationWarning,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -90,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from pqd.runner import containment, stacks
 
     stacks.install()
-    # 3.12+ warns (a DeprecationWarning, hidden by default) when fork() runs while threads are
-    # alive, as the runner's are: shown, so the cycle's warnings count it (docs/design.md §2).
-    warnings.filterwarnings(
-        "always", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning
-    )
+    _show_fork_with_threads()
     if args.cgroup is not None:
         containment.ProbeCgroup(args.cgroup).join()
     # Orphans of the tree (double-forked, setsid() ones included) re-parent to the runner.

@@ -34,7 +34,18 @@ def helper_pids() -> dict[int, str]:
 
     Read defensively: these are the only way to recognise a helper that has already died (its
     command line is gone), and a dead helper must be left for multiprocessing to reap — its
-    ensure_running() fails with ChildProcessError if anyone else reaps it."""
+    ensure_running() fails with ChildProcessError if anyone else reaps it.
+
+    Versions: the same two attributes from 3.9 to 3.13 (tests/helpers/mp_private_check.py
+    resolves them under each CPython found). CPython 3.14 authenticates the forkserver's
+    control socket (gh-97514: ``_forkserver_authkey`` beside ``_forkserver_pid``, reset with it
+    when the forkserver is stopped); pqd never connects to a forkserver itself, so only the
+    pid is read, and an authkey without a pid means no forkserver here. 3.14 (and 3.13.x by
+    backport) also reaps the resource tracker when ResourceTracker is deleted or stopped
+    (gh-88887, bounded since gh-146313) and sets ``_pid`` to None then: the isinstance check
+    below reads that as "no tracker", which it is. 3.14's default start method on Linux
+    becomes forkserver (gh-84559); the cycle always names its context
+    (multiprocessing.get_context(probe.start_method)), so the default never applies."""
     import multiprocessing.forkserver
     import multiprocessing.resource_tracker
 

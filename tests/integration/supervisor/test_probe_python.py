@@ -176,3 +176,29 @@ def test_pqd_run_refuses_an_old_python_at_start_up(tmp_path: Path) -> None:
         f"pqd: config error: probes.app.python='{old}': is CPython 3.8.18; "
         "a runner needs CPython >= 3.9\n"
     )
+
+
+@VERSIONS
+def test_fork_with_threads_is_counted_and_never_fails_a_cycle(
+    found: Found | None, venv_of: Callable[[Found | None], str], runners: Runners
+) -> None:
+    """3.12+ warns when the runner (which has threads) forks a worker (gh-100228); the warning is
+    shown and counted, never hidden, and PYTHONWARNINGS=error does not fail the cycle on it.
+    Before 3.12 there is nothing to count."""
+    python = venv_of(found)
+    assert found is not None
+    warns = tuple(map(int, found.minor.split("."))) >= (3, 12)
+    for environment in (None, (("PYTHONWARNINGS", "error"),)):
+        probe = ProbeConfig(
+            name=f"fork-{environment is None}",
+            start_method="fork",
+            python=python,
+            environment=environment,
+        )
+        result = runners.run_cycle(probe)
+        assert result.success, (environment, result.reason, result.detail, result.stderr)
+        counted = result.warnings.get("fork_with_threads", 0)
+        # The Manager and each worker started: one warning each.
+        assert (counted >= probe.workers + 1) if warns else counted == 0, (counted, result.stderr)
+        if warns:
+            assert "is multi-threaded, use of fork() may lead to deadlocks" in result.stderr
