@@ -91,9 +91,11 @@ def build() -> table.Panel:
 def probes() -> table.Panel:
     return info_table(
         "Probes",
-        "Configured probes: start method, and containment: cgroup (each probe's runner in its "
+        "Configured probes: start method; containment: cgroup (each probe's runner in its "
         "own child cgroup of pqd's) or subreaper (no writable cgroup; the runner collects its "
-        "orphans).",
+        "orphans); and the Python the probe's runner and its processes run under (its python "
+        "setting): python_version and python_implementation, empty while the configured path "
+        "is not a usable CPython.",
         table_query(probe_metric("pqd_probe_info")),
     )
 
