@@ -20,7 +20,7 @@ PIP_ARGS ?=
 WHEELHOUSE := $(VENV)/wheelhouse
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-pythons unit lint typecheck system-deps wheelhouse install image clean
+.PHONY: help run test test-pythons test-daemon-pythons unit lint typecheck system-deps wheelhouse install image clean
 
 ## help: list the targets
 help:
@@ -81,6 +81,10 @@ typecheck: $(VENV)/.test-installed
 test: system-deps lint typecheck wheelhouse
 	$(BIN)/pytest
 	$(BIN)/python -m tests.helpers.interpreters
+
+## test-daemon-pythons: pqd itself under each other CPython >= 3.11 (unit tests, a pqd run); older ones refused by pip
+test-daemon-pythons: $(VENV)/.test-installed
+	$(BIN)/python -m tests.helpers.daemon_pythons
 
 ## test-pythons: the per_python tests again with each other CPython >= 3.9 found as the probes' python
 test-pythons: $(VENV)/.test-installed
