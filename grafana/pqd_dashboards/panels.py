@@ -201,6 +201,8 @@ class FleetColumn:
     header: str
     expr: str
     settings: dict[str, object] = field(default_factory=dict)
+    # Show this label of the query's series instead of its value (a state set's state).
+    label: str = ""
 
 
 def fleet_table(
@@ -214,7 +216,9 @@ def fleet_table(
         table.Panel(), title, description, [table_query(c.expr) for c in columns]
     )
     values = [f"Value #{chr(ord('A') + index)}" for index in range(len(columns))]
-    for value, column in zip(values, columns, strict=True):
+    shown = [column.label or value for value, column in zip(values, columns, strict=True)]
+    hidden = {value: True for value, column in zip(values, columns, strict=True) if column.label}
+    for value, column in zip(shown, columns, strict=True):
         settings = {
             "displayName": column.header,
             "color": FieldColor().mode(FieldColorModeId.THRESHOLDS).build(),
@@ -224,13 +228,13 @@ def fleet_table(
         panel.override_by_name(value, [DynamicConfigValue(k, v) for k, v in settings.items()])
     panel.show_header(True).cell_height(TableCellHeight.SM)
     panel.sort_by([TableSortByFieldState().display_name(columns[0].header).desc(descending)])
-    order = [*FLEET_LEADING_LABELS, *values, *FLEET_TRAILING_LABELS]
+    order = [*FLEET_LEADING_LABELS, *shown, *FLEET_TRAILING_LABELS]
     panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
     return panel.with_transformation(
         DataTransformerConfig(
             id_val="organize",
             options={
-                "excludeByName": {"Time": True},
+                "excludeByName": {"Time": True, **hidden},
                 "indexByName": {name: index for index, name in enumerate(order)},
             },
         )

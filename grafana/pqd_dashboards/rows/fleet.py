@@ -51,12 +51,18 @@ def instances_and_probes() -> table.Panel:
         increase_last_hour("pqd_cycle_failures_total", by=FLEET_BY),
         {"decimals": 0, "thresholds": thresholds(("green", None), ("red", 1)).build()},
     )
+    last_cause = FleetColumn(
+        "Last cause",
+        f"{probe_metric('pqd_last_cycle_cause')} == 1",
+        label="pqd_last_cycle_cause",
+    )
     return fleet_table(
         "Instances and probes",
         "One row per instance and probe, failing ones first: the last cycle's result "
         "(pqd_last_cycle_success), how long ago the last successful cycle ended (never: none "
-        "since pqd started) and the failed cycles of the last hour.",
-        [last_cycle, since_success, failed_last_hour],
+        "since pqd started), the failed cycles of the last hour and the last cycle's cause "
+        "(pqd_last_cycle_cause; none after a success, else a section of the runbook).",
+        [last_cycle, since_success, failed_last_hour, last_cause],
     )
 
 
