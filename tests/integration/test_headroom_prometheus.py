@@ -168,3 +168,72 @@ def test_open_files_alert_fires_before_any_cycle_fails_then_the_cause_is_the_lim
         # Below the need, for the runner that pqd keeps between cycles.
         subprocess.run(["prlimit", "--pid", str(runner_pid(pqd)), "--nofile=16"], check=True)
         fails_with_cause(pqd, "open_files_limit")
+
+
+#: Anonymous memory of a ballast process in the memory cgroup (the application's), so that a
+#: cycle's swing is a small share of the limit.
+MEMORY_BALLAST = (
+    "import time\n"
+    "ballast = bytearray(500 << 20)\n"
+    "for i in range(0, len(ballast), 4096):\n"
+    "    ballast[i] = 1\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
+def set_memory_limit(group: c.Cgroup, limit: int) -> None:
+    """memory.limit_in_bytes (v1, with memsw kept equal: no swap beyond it) or memory.max."""
+    if group.version == 2:
+        group.write("memory.max", str(limit))
+        return
+    memsw = group.path / "memory.memsw.limit_in_bytes"
+    order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+    if memsw.exists() and limit > int(group.read("memory.limit_in_bytes")):
+        order.reverse()  # memsw may never be below the memory limit
+    for name in order:
+        if (group.path / name).exists():
+            group.write(name, str(limit))
+
+
+def memory_samples(group: c.Cgroup, seconds: float) -> list[int]:
+    found = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        found.append(c.memory_usage(group))
+        time.sleep(0.002)
+    return found
+
+
+def test_memory_alert_fires_before_any_cycle_fails_then_the_cause_is_memory_limit(
+    dirs: Path,
+) -> None:
+    with c.memory_cgroup(2 << 30) as group, c.worker_hook() as hook:
+        ballast = subprocess.Popen(
+            c.command([sys.executable, "-c", MEMORY_BALLAST], group.wrap),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert ballast.stdout is not None and ballast.stdout.readline() == "ready\n"
+            with daemon(dirs, group.wrap, hook.wrap) as pqd:
+                seen = memory_samples(group, 3.0)
+                # 16 MiB above the highest usage sampled during cycles: the cycles still fit.
+                limit = max(seen) + (16 << 20)
+                set_memory_limit(group, limit)
+                kills = c.oom_kills(group)
+                text = fires_before_any_failure(dirs, pqd, "PqdMemoryNearLimit")
+                assert c.oom_kills(group) == kills  # nothing was killed on the way
+                assert sample(text, "pqd_memory_limit_bytes", probe="p") == limit
+                usage = sample(text, "pqd_memory_usage_bytes", probe="p")
+                assert usage is not None and 0.9 * limit < usage <= limit
+                # Below the need: a job that wants more than the whole limit. The OOM killer may
+                # first take the ballast (the largest process then); the job still does not fit
+                # and its worker is killed next.
+                hook.add("oom 800000000")
+                fails_with_cause(pqd, "memory_limit")
+                assert c.oom_kills(group) > kills
+                set_memory_limit(group, 2 << 30)  # let pqd stop cleanly
+        finally:
+            ballast.kill()
+            ballast.wait(10)
