@@ -117,11 +117,11 @@ class Service:
         seconds: float = 60.0,
         **labels: str,
     ) -> float:
-        def attempt() -> float | None:
+        def attempt() -> list[float] | None:  # a list: a value of 0 is an answer too
             value = self.value(name, **labels)
-            return value if value is not None and holds(value) else None
+            return [value] if value is not None and holds(value) else None
 
-        return wait_until(attempt, f"{name}{labels} {what}", seconds)
+        return wait_until(attempt, f"{name}{labels} {what}", seconds)[0]
 
     def wait_serving(self, seconds: float = 60.0) -> None:
         wait_until(lambda: self.machine.http("/-/ready")[0] == 200, "/-/ready to answer", seconds)
