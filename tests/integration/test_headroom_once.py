@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +125,37 @@ def test_the_temp_dir_is_usable_up_to_the_af_unix_path_limit(length: int, usable
     if not usable:
         assert "AF_UNIX path too long" in room["tmpdir_problem"]
         assert code == 1 and not result["success"]  # the headroom said so before it failed
+
+
+def interpreter(version: str) -> str:
+    found = shutil.which(f"python{version}")
+    assert found, f"python{version} is needed (pyenv) for a probe under that interpreter"
+    real = subprocess.run(
+        [found, "-c", "import sys; print(sys.executable)"],
+        env={**os.environ, "PYENV_VERSION": {"3.9": "3.9.18", "3.13": "3.13.0"}[version]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return real.stdout.strip()
+
+
+def test_pool_size_is_the_probe_s_interpreter_s_in_the_probe_s_environment(
+    tmp_path: Path,
+) -> None:
+    # 3.9 sizes Pool() by os.cpu_count(); 3.13 by os.process_cpu_count(), which honours
+    # PYTHON_CPU_COUNT: given to that probe only, through its environment setting.
+    config = tmp_path / "pqd.toml"
+    config.write_text(
+        f'[probes.old]\npython = "{interpreter("3.9")}"\njob_pause = "0s"\n'
+        f'[probes.new]\npython = "{interpreter("3.13")}"\njob_pause = "0s"\n'
+        'environment = { PYTHON_CPU_COUNT = "7" }\n'
+    )
+    code, out, err = once(args=("--json", "--config", str(config)))
+    assert code == 0, err[-3000:]
+    rooms = {r["probe"]: r["headroom"] for r in json.loads(out)}
+    assert rooms["old"]["cpu_count"] == os.cpu_count()
+    assert rooms["new"]["cpu_count"] == 7
+    # The quota is the host's in both: Pool() would oversubscribe it under "new".
+    assert rooms["old"]["cpu_quota_cores"] == rooms["new"]["cpu_quota_cores"]
