@@ -118,6 +118,28 @@ def forking_producer(
     return jobs.producer_job(q, round_no, items, pause)
 
 
+def setsid_leaking_producer(
+    q: jobs.ProbeQueue, round_no: int, items: int, pause: float
+) -> jobs.JobOutcome:
+    """Leaves one setsid() grandchild behind in round 1 of every cycle: a leak each cycle."""
+    if round_no == 1:
+        _setsid_grandchild()
+    return jobs.producer_job(q, round_no, items, pause)
+
+
+BURN_ENV = "PQDTEST_BURN_SECONDS"
+
+
+def burning_producer(
+    q: jobs.ProbeQueue, round_no: int, items: int, pause: float
+) -> jobs.JobOutcome:
+    """Spends $PQDTEST_BURN_SECONDS (default 0.2) of this worker's own CPU time first."""
+    until = time.process_time() + float(os.environ.get(BURN_ENV, "0.2"))
+    while time.process_time() < until:
+        pass
+    return jobs.producer_job(q, round_no, items, pause)
+
+
 def _announce(text: str) -> None:
     """Tell the test this worker's pid (the file's name) and ``text``, then carry on."""
     directory = os.environ.get(ANNOUNCE_ENV)
