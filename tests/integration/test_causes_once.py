@@ -276,6 +276,9 @@ def test_the_shared_memory_phase_passes_a_block_and_is_timed(method: str) -> Non
     # The worker that wrote the block held it: the peak RSS counts its 8 MiB of shared pages.
     assert result["max_rss_bytes"] > 8 << 20
     assert result["shared_memory_bytes"] == 8 << 20 and done.stderr == ""
+    # No worker started a resource tracker of its own (under fork the runner's is started before
+    # the pool): none left behind, none warning of the block it found already unlinked.
+    assert (result["leaked_processes"], result["warnings"]) == (0, {}), result["stderr"]
 
 
 @pytest.mark.parametrize("method", METHODS)

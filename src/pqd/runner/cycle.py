@@ -155,6 +155,8 @@ class _Cycle:
             # Forked workers then start with these imported, and nothing of pqd's own
             # __main__ (which may be a test runner) is imported into the forkserver.
             ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        if probe.shared_memory_bytes:
+            shm_phase.prepare()
         self.procs = CycleProcesses(ctx, BlockingCaller(f"pqd-cycle-{probe.name}"))
         self.tree = CycleTree(cgroup)
         self.phases = PhaseClock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
@@ -33,6 +33,13 @@ class ShmPhaseError(Exception):
     @property
     def detail(self) -> str:
         return str(self)
+
+
+def prepare() -> None:
+    """Before the pool forks its workers: the runner's resource tracker is running, so that a
+    forked worker attaching the block registers it there. Without it (the fork start method
+    starts none) each such worker starts a tracker of its own, left behind as a leak."""
+    resource_tracker.ensure_running()
 
 
 def run(pool: Pool | None, size: int, wait: Wait, deadline: float) -> None:
