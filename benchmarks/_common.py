@@ -361,14 +361,21 @@ class Daemon:
     """A `pqd run` process on a free port, its log in a temporary directory; started and stopped
     by the launcher the tests use too (tests/helpers/launcher.py)."""
 
-    def __init__(self, args: Sequence[str], config: str = "", env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        args: Sequence[str],
+        config: str = "",
+        env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+    ):
         _tests_importable()
         from tests.helpers.launcher import LaunchedPqd
 
         self.dir = tempfile.TemporaryDirectory(prefix="pqd-bench-")
         # The console script, as systemd runs it (its __main__ is what children re-import).
         exe = Path(PYTHON).parent / "pqd"
-        command = [str(exe)] if exe.exists() else [PYTHON, "-m", "pqd"]
+        if command is None:
+            command = [str(exe)] if exe.exists() else [PYTHON, "-m", "pqd"]
         self.launched = LaunchedPqd(Path(self.dir.name), config, command, args=args, env=env)
         self.proc = self.launched.proc
         self.final_log = ""
@@ -422,8 +429,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def daemon(args: Sequence[str], config: str = "") -> Iterator[Daemon]:
-    d = Daemon(args, config)
+def daemon(
+    args: Sequence[str], config: str = "", command: Sequence[str] | None = None
+) -> Iterator[Daemon]:
+    d = Daemon(args, config, command=command)
     try:
         yield d
     finally:

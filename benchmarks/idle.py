@@ -4,11 +4,13 @@ Four servers, one after the other (never two at once: PSS splits a shared page b
 processes mapping it, so a peer running beside pqd would lower pqd's figure), each left alone
 (no scrape; only /proc is read):
 
-* pqd ``after a cycle``: ``--interval 1h`` (the default probe, forkserver): the first cycle runs
-  at start-up; the window (``--window`` s) starts ``--settle`` seconds after it ended, so the
-  probe's runner and, below it, the forkserver and resource tracker it keeps are there, as
-  between any two cycles (pqd -> runner -> {forkserver, resource tracker}, docs/design.md §1a).
-  The tree PSS target (<= 40 MiB, docs/benchmarks.md) is checked here.
+* pqd ``after a cycle``: ``--interval 59s`` (the default probe, forkserver): the first cycle runs
+  at start-up; the window (``--window`` s, at most until the next cycle is due) starts
+  ``--settle`` seconds after it ended, so the probe's runner and, below it, the forkserver and
+  resource tracker it keeps are there, as between any two cycles (pqd -> runner -> {forkserver,
+  resource tracker}, docs/design.md §1a); and ``--interval 1h``, whose runner is not kept (a
+  probe cycling once a minute or less often gets a fresh one each cycle). The tree PSS target
+  (<= 40 MiB, docs/benchmarks.md) is checked on both.
 * pqd ``before any cycle``: ``--cron "0 0 1 1 *"``: no cycle runs at all, so no runner yet.
 * prometheus_client's own server: benchmarks/_stock_server.py (``start_http_server`` as shipped,
   on the registry pqd builds, fed one real cycle of the default probe in that process, which
@@ -25,6 +27,11 @@ server's own process; "tree" is it and every live descendant: the sum of RSS (co
 pages once per process) and the sum of PSS (what the tree really holds, the figure to compare).
 CPU is user+system time over the window as a share of one core: each process's own, and the
 whole tree's (every live descendant, and what each has reaped).
+
+Then the cost per probe (benchmarks/_per_probe.py): the idle tree PSS with 1, 2 and 5 default
+probes beside the targets (one probe <= 40 MiB, each further <= 15 MiB), at 1h (runners not
+kept between cycles) and at 59 s (kept); and both sides of not keeping them: the whole tree's
+CPU per cycle with the runner kept or started afresh, and the idle PSS each leaves.
 
     .venv/bin/python benchmarks/idle.py [--quick] [--window SECONDS] [--peer-window SECONDS]
 """
@@ -177,7 +184,10 @@ def main() -> int:
     order = {"pqd": 0, "runner": 1, "forkserver": 2, "resource tracker": 3}
     watched: list[tuple[str, str, Watched]] = []
     for label, flags, wait_cycle in (
-        ("after a cycle (interval 1h)", ["--interval", "1h"], True),
+        # Under a minute the runner is kept between cycles (pqd.supervisor.runners
+        # WARM_BELOW_SECONDS); the window ends before the second cycle is due.
+        ("after a cycle (interval 59s, runner kept)", ["--interval", "59s"], True),
+        ("after a cycle (interval 1h, runner not kept)", ["--interval", "1h"], True),
         ("before any cycle (cron)", ["--cron", "0 0 1 1 *"], False),
     ):
         with c.daemon(flags) as d:
@@ -186,7 +196,8 @@ def main() -> int:
                 if done[0].get("result") != "success":
                     raise RuntimeError(f"first cycle failed: {done[0]}")
             time.sleep(settle)
-            w = Watched(d.pid, window)
+            warm = "59s" in flags
+            w = Watched(d.pid, min(window, 59.0 - settle - 6.0) if warm else window)
             cycles = len(d.finished_cycles())
         watched.append((f"pqd, {label}", "pqd", w))
         pqd_rss = c.summarize([m.rss / c.MIB for m in w.seen[d.pid][1]])
@@ -318,12 +329,13 @@ def main() -> int:
         ["state", "process", "pid", "parent", "samples", "RSS", "USS", "PSS", "CPU %"],
         per_process,
     )
-    tree_pss = watched[0][2].tree(2)
+    warm_pss, cold_pss = watched[0][2].tree(2), watched[1][2].tree(2)
     print(
         f"target: pqd's idle tree PSS after a cycle (default config) <= {TARGET_TREE_PSS_MIB:.0f}"
-        f" MiB: {tree_pss:.1f} MiB, {c.verdict(tree_pss <= TARGET_TREE_PSS_MIB)}; beside it, "
-        f"prometheus_client's tree {watched[2][2].tree(2):.1f} MiB, node_exporter's "
-        f"{watched[3][2].tree(2):.1f} MiB"
+        f" MiB: {warm_pss:.1f} MiB with the runner kept (59 s), "
+        f"{c.verdict(warm_pss <= TARGET_TREE_PSS_MIB)}; {cold_pss:.1f} MiB without (1h), "
+        f"{c.verdict(cold_pss <= TARGET_TREE_PSS_MIB)}; beside it, prometheus_client's tree "
+        f"{watched[3][2].tree(2):.1f} MiB, node_exporter's {watched[4][2].tree(2):.1f} MiB"
     )
     print(
         "note: _stock_server.py fills its registry with one pqd cycle in a runner it retires, so "
@@ -331,6 +343,10 @@ def main() -> int:
         "mapping them (another Python of the same venv lowers it): run this on an otherwise "
         "quiet machine."
     )
+    import _per_probe
+
+    _per_probe.print_rows(window / 2 if not args.quick else window, settle)
+    _per_probe.print_warm_and_cold(2 if args.quick else 8, window / 4, settle)
     print(f"end: {c.machine_line()}; took {time.monotonic() - started:.0f} s")
     return 0
 

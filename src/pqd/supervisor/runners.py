@@ -52,6 +52,12 @@ FAILING_GRACE_SECONDS = 2.0
 #: within timeout + 1 s; waiting for stragglers goes on after the duration is taken.
 KILL_SECONDS = 0.5
 REAP_SECONDS = 5.0
+#: A probe whose interval is shorter keeps its runner (with its forkserver and resource tracker)
+#: between cycles; one on a longer interval or a cron schedule gets a fresh runner each cycle.
+#: Warm, a default probe's tree holds about 30 MiB more between cycles; cold, each cycle costs
+#: about a fresh run's CPU more: at one cycle a minute or less often, memory is the dearer
+#: (docs/benchmarks.md, "Cost per probe").
+WARM_BELOW_SECONDS = 60.0
 
 
 class Runners:
@@ -261,8 +267,7 @@ class Runners:
             raise
         result = progress.result
         if result is not None and result.success:
-            self._keep(probe.name, runner)
-            return diagnose(result, runner.stderr.take(), runner.pid, before, {})
+            return self._succeeded(probe, runner, result, before)
         # A failed cycle: kill the whole tree; the next cycle gets a fresh runner.
         tree = self._tree(runner)
         tree_states = states(tree)
@@ -282,6 +287,18 @@ class Runners:
             result = killed_result(progress, reason, detail, runner, cpu, rss or None, stuck)
         self._finish_kill(runner, left)
         return diagnose(result, runner.stderr.take(), runner.pid, before, progress.roles)
+
+    def _succeeded(
+        self, probe: ProbeConfig, runner: RunnerProcess, result: CycleResult, before: Counters
+    ) -> CycleResult:
+        """Keep the runner for the probe's next cycle, or end it if it cycles less often than
+        WARM_BELOW_SECONDS (nothing of its tree waits idle)."""
+        stderr = runner.stderr.take()
+        if keeps_warm(probe):
+            self._keep(probe.name, runner)
+        else:
+            self._finish_kill(runner, self._kill(runner))
+        return diagnose(result, stderr, runner.pid, before, {})
 
     def _follow(
         self,
@@ -318,6 +335,11 @@ class Runners:
                         return None
             elif exited:
                 return runner.death(KILL_SECONDS)
+
+
+def keeps_warm(probe: ProbeConfig) -> bool:
+    """Whether the probe's runner stays up between its cycles (WARM_BELOW_SECONDS)."""
+    return probe.interval is not None and probe.interval < WARM_BELOW_SECONDS
 
 
 def _started_with(probe: ProbeConfig) -> tuple[object, ...]:

@@ -11,7 +11,7 @@ import pytest
 from pqd.probe import ProbeConfig
 from pqd.results import CycleResult
 from pqd.runner.containment import become_child_subreaper
-from pqd.supervisor.runners import Runners
+from pqd.supervisor.runners import WARM_BELOW_SECONDS, Runners
 from tests.helpers.interpreters import probe_fields
 
 pytestmark = pytest.mark.per_python
@@ -70,3 +70,22 @@ def test_probes_run_side_by_side_in_runners_of_their_own(runners: Runners) -> No
         ProbeConfig(name="forkserver", start_method="forkserver", **probe_fields())
     )
     assert again.success and again.main_pid == forkserver_result.main_pid
+
+
+def test_a_long_interval_or_cron_probe_gets_a_fresh_runner_each_cycle(runners: Runners) -> None:
+    """Below WARM_BELOW_SECONDS the runner, forkserver and resource tracker stay up between
+    cycles; a probe cycling less often holds nothing between its cycles."""
+    warm = ProbeConfig(name="warm", interval=WARM_BELOW_SECONDS - 1, **probe_fields())
+    cold = ProbeConfig(name="cold", interval=WARM_BELOW_SECONDS, **probe_fields())
+    cron = ProbeConfig(name="cron", interval=None, cron="*/5 * * * *", **probe_fields())
+    first = {p.name: runners.run_cycle(p) for p in (warm, cold, cron)}
+    for result in first.values():
+        assert result.success, result.detail
+    assert runners.runner_pids() == {first["warm"].main_pid}
+    for name in ("cold", "cron"):
+        helpers = [h.pid for h in first[name].helpers_started]
+        assert helpers, first[name]
+        assert not [pid for pid in (first[name].main_pid, *helpers) if psutil.pid_exists(pid)]
+    again = {p.name: runners.run_cycle(p) for p in (warm, cold)}
+    assert again["warm"].success and again["warm"].main_pid == first["warm"].main_pid
+    assert again["cold"].success and again["cold"].main_pid != first["cold"].main_pid
