@@ -309,15 +309,30 @@ def leaked_shm(before: frozenset[str]) -> int:
         new = _new_mp_names(before)
     if not new:
         return 0
-    paths = {os.path.join(SHM_DIR, name).encode() for name in new}
-    mapped = set()
+    # By inode: glibc maps a semaphore under the temporary name it created it with, so maps
+    # show "/dev/shm/sem.XXXXXX (deleted)", never the name.
+    files = {}
+    for name in new:
+        path = os.path.join(SHM_DIR, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # gone meanwhile: not left behind
+        files[f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x} {st.st_ino}".encode()] = path
+    unmapped = set(files) - _mapped(set(files))
+    # One that went while the maps were read was another cycle's, ending meanwhile.
+    return sum(1 for key in unmapped if os.path.exists(files[key]))
+
+
+def _mapped(keys: set[bytes]) -> set[bytes]:
+    """Which of ``keys`` ("dev inode", as /proc/PID/maps writes them) some process maps."""
+    found: set[bytes] = set()
+    wanted = {b" " + key + b" ": key for key in keys}
     for pid in (e.name for e in os.scandir("/proc") if e.name.isdigit()):
         try:
             with open(f"/proc/{pid}/maps", "rb") as f:
-                for line in f:
-                    path = line.rstrip(b"\n").partition(b" /")[2]
-                    if path and b"/" + path in paths:
-                        mapped.add(b"/" + path)
+                maps = f.read()
         except OSError:
             continue  # gone, or not ours to read
-    return len(paths - mapped)
+        found.update(key for text, key in wanted.items() if text in maps)
+    return found

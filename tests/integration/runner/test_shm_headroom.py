@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.conditions import private_shm, run, worker_hook
+from tests.helpers.conditions import command, environment, private_shm, run, worker_hook
+from tests.helpers.pqd_process import running_pqd, sample
+from tests.helpers.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -102,3 +104,38 @@ def test_a_shared_memory_block_a_job_leaves_is_counted_as_leaked(method: str) ->
     assert seen["reason"] is None
     assert len(new) == 1 and new[0].startswith("psm_")
     assert seen["leaked"] == len(new) == 1
+
+
+THREE_PROBES = "".join(
+    f'[probes.p{i}]\nstart_method = "{method}"\ninterval = "1s"\njob_pause = "0s"\n'
+    for i, method in enumerate(("forkserver", "spawn", "forkserver"))
+)
+
+
+def test_probes_cycling_side_by_side_do_not_count_each_other_s_semaphores(tmp_path: Path) -> None:
+    # Three runners share one /dev/shm; a cycle ending while another's pool is up sees that
+    # pool's semaphores as new. They are mapped by live processes, so none is a leak.
+    pqd_cmd = [sys.executable, "-m", "pqd"]
+    seen: dict[str, float] = {}
+    with (
+        private_shm("4m") as namespace,
+        running_pqd(
+            tmp_path,
+            THREE_PROBES,
+            command=command(pqd_cmd, namespace.wrap),
+            env=environment(namespace.wrap),
+        ) as pqd,
+    ):
+
+        def enough() -> bool:
+            text = pqd.scrape()
+            for probe in ("p0", "p1", "p2"):
+                leaked = sample(text, "pqd_last_cycle_leaked_shm_objects", probe=probe) or 0
+                seen[probe] = max(seen.get(probe, 0), leaked)
+            return all((sample(text, "pqd_cycles_total", probe=p) or 0) >= 8 for p in seen)
+
+        wait_until(enough, "8 cycles of each probe", 120)
+        entries = sorted(os.listdir(namespace.shm_dir(pqd.proc.pid)))
+    assert seen == {"p0": 0, "p1": 0, "p2": 0}
+    # Between cycles, nothing of theirs is left either (a cycle may be running now).
+    assert len([e for e in entries if e.startswith("sem.mp-")]) <= 3 * 6, entries
