@@ -20,7 +20,8 @@ from tests.helpers.pqd_process import sample
 from tests.helpers.waiting import wait_until
 from tests.integration.systemd.service import UNIT, Service, host_processes
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# Whichever test comes first in a session builds the root file system (when not cached).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 HARNESS = "tests/helpers/fault_harness.py"
 BURN_SECONDS = 0.2

@@ -9,7 +9,8 @@ import pytest
 from tests.helpers.waiting import wait_until
 from tests.integration.systemd.service import UNIT, Service
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# Whichever test comes first in a session builds the root file system (when not cached).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 OLD = '[probes.old]\ninterval = "1s"\n'
 NEW = OLD + '\n[probes.new]\ninterval = "1s"\nstart_method = "spawn"\n'

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers.waiting import wait_until
 from tests.integration.systemd.service import UNIT, WATCHDOG_SECONDS, Service
 
+# Whichever test comes first in a session builds the root file system (when not cached).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ONE_PROBE = '[probes.default]\ninterval = "1s"\n'
