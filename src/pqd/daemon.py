@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from pqd import __version__, logs
 from pqd.bookkeeping import ProbeRuntime, log_cycle, status_line
 from pqd.config.load import Config
-from pqd.errors import ConfigError
+from pqd.errors import ConfigError, cut, one_line
 from pqd.http.server import HttpServer
 from pqd.metrics.series import ProbeFacts, probe_facts
 from pqd.metrics.writer import PqdMetrics
@@ -295,12 +295,13 @@ class Daemon:
             try:
                 try:
                     new = self._reload_config()
-                except ConfigError as exc:
+                except Exception as exc:  # whatever reading a file does, pqd keeps running
+                    why = _refusal(exc)
                     self.metrics.observe_reload(False, time.time())
                     log.error(
-                        "config reload refused; keeping the running config", extra={"err": str(exc)}
+                        "config reload refused; keeping the running config", extra={"err": why}
                     )
-                    return False, f"config reload refused: {exc}"
+                    return False, f"config reload refused: {why}"
                 self._apply(new)
                 self.metrics.observe_reload(True, time.time())
                 log.info("config reloaded", extra={"probes": ",".join(self._runtimes)})
@@ -428,3 +429,19 @@ def run_daemon(
             daemon.reload()
     daemon.shutdown()
     return 0
+
+
+def _refusal(exc: Exception) -> str:
+    """One bounded line for a refused reload: a ConfigError as it says itself, anything else
+    (MemoryError, RecursionError, an OSError of a file pqd could not read) by its type and text,
+    never a traceback, and never an exception of its own."""
+    if isinstance(exc, ConfigError):
+        try:
+            return str(exc)
+        except Exception:  # a ConfigError's str() must not end a reload either
+            return f"{exc.field}: {exc.problem}"
+    try:
+        text = cut(one_line(str(exc)))
+    except Exception:
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

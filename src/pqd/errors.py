@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 import stat
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -16,6 +17,22 @@ from typing import Final
 MAX_ECHO_CHARS: Final = 80
 #: Shown instead of a value that may be a secret (a private key, a password hash).
 SECRET: Final = "<secret>"
+#: Nesting and lengths echo() shows of a table or an array: a hostile value may be 1,000 levels
+#: deep, and repr() of it recurses past the stack.
+_ECHO_REPR = reprlib.Repr()
+_ECHO_REPR.maxlevel = 3
+_ECHO_REPR.maxstring = 1 << 20  # cut() shortens the whole line afterwards
+_ECHO_REPR.maxother = 1 << 20
+
+
+class _NoValue:
+    """The value of an error about a whole file (its syntax, its size): there is none to echo."""
+
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE: Final = _NoValue()
 
 
 def one_line(text: str) -> str:
@@ -35,9 +52,14 @@ def cut(text: str) -> str:
 
 
 def echo(value: object) -> str:
-    """repr() of a value, cut short: a bad 50 MB value must not become a 50 MB error line."""
-    if isinstance(value, str | bytes) and len(value) > MAX_ECHO_CHARS:
-        return f"{value[:MAX_ECHO_CHARS]!r}... ({len(value)} characters)"
+    """repr() of a value, cut short: a bad 50 MB value must not become a 50 MB error line, nor a
+    deeply nested one a RecursionError."""
+    if isinstance(value, str | bytes):
+        if len(value) > MAX_ECHO_CHARS:
+            return f"{value[:MAX_ECHO_CHARS]!r}... ({len(value)} characters)"
+        return repr(value)
+    if isinstance(value, dict | list | tuple | set | frozenset):
+        return cut(_ECHO_REPR.repr(value))
     return cut(repr(value))
 
 
@@ -60,6 +82,8 @@ class ConfigError(Exception):
         self.problem = one_line(problem)
 
     def __str__(self) -> str:
+        if self.value is NO_VALUE:
+            return one_line(f"{cut(self.field)}: {self.problem}")
         return one_line(f"{cut(self.field)}={echo(self.value)}: {self.problem}")
 
 

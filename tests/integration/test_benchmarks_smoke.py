@@ -21,6 +21,7 @@ SCRIPTS = {
     "scaling.py": "## Scaling with pool size",
     "wakeups.py": "## Wake-ups of an idle pqd",
     "headroom.py": "## Headroom reading, per call",
+    "hostile_config.py": "## Reading a hostile config file",
 }
 #: More that a script must print.
 ALSO = {

@@ -205,7 +205,7 @@ def test_reload_endpoint_only_when_enabled(tmp_path: Path) -> None:
         pqd.config_path.write_text('enable_reload_endpoint = true\n[probes.a]\nrounds = "x"\n')
         status, body = pqd.get("/-/reload", method="POST")
 
-    assert status == 500
+    assert status == 422
     assert "probes.a.rounds" in body
 
 

@@ -63,7 +63,7 @@ FILE_CASES = [
     ('listen_address = "localhost"\n', "listen_address", "localhost"),
     ('log_format = "xml"\n', "log_format", "xml"),
     ("history_limit = 0\n", "history_limit", "0"),
-    ("a = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply", "pqd.toml"),
+    ("a = " + "[" * 500 + "]" * 500 + "\n", "nested more than 16 deep", "pqd.toml"),
     ("".join(f"[probes.p{i}]\n" for i in range(101)), "probes", "101 probes"),
     ('[probes." a"]\n', "probes", "white space"),
     ('[probes."   "]\n', "probes", "white space"),

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pqd.config import toml_bounds
 from pqd.config.check import (
     ALL_PROBES,
     GLOBAL,
@@ -32,7 +33,7 @@ from pqd.config.check import (
     probe_scope,
 )
 from pqd.config.kinds import KINDS, toml_path
-from pqd.errors import ConfigError, decode_utf8, did_you_mean, read_config_bytes
+from pqd.errors import NO_VALUE, ConfigError, decode_utf8, did_you_mean, read_config_bytes
 from pqd.probe import ProbeConfig
 from pqd.settings_table import Setting, Spec, setting, settings_of
 
@@ -281,12 +282,13 @@ def _check_one_of(overrides: Mapping[str, str], origin: Callable[[str], str]) ->
 def _toml_layer(
     text: str, source: str, sources: Sources, python: PythonCheck | None = None
 ) -> Config:
+    toml_bounds.check(text, source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _syntax_error(err, text, source) from None
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
-        raise ConfigError(source, source, "invalid TOML: nested too deeply") from None
+        raise ConfigError(source, NO_VALUE, "invalid TOML: nested too deeply") from None
     config = _mapping_layer(data, sources)
     _validate(config, sources, python)
     return config
@@ -305,7 +307,8 @@ def _syntax_error(err: tomllib.TOMLDecodeError, text: str, source: str) -> Confi
         where = f"at line {line_no}, column {column}"
         line_text = text.split("\n")[line_no - 1] if line_no <= text.count("\n") + 1 else ""
     message = re.sub(r" \(at (line \d+, column \d+|end of document)\)$", "", message)
-    return ConfigError(source, line_text.rstrip("\r")[:200], f"invalid TOML {where}: {message}")
+    shown = line_text.rstrip("\r")[:200]
+    return ConfigError(source, shown or NO_VALUE, f"invalid TOML {where}: {message}")
 
 
 def _file_layer(path: str, sources: Sources, python: PythonCheck | None = None) -> Config:

@@ -231,7 +231,9 @@ class _App:
             # Not switched on: the endpoint does not exist, as far as a client can tell.
             return _text(HTTPStatus.NOT_FOUND, "Not Found (the reload endpoint is not enabled)")
         ok, message = self._reload()
-        return _text(HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR, message)
+        # A refused file is the caller's to fix, not a fault of pqd's, which keeps running on
+        # its old config: 422, with the one-line reason.
+        return _text(HTTPStatus.OK if ok else HTTPStatus.UNPROCESSABLE_ENTITY, message)
 
 
 # --- query and probe name ------------------------------------------------------------------

@@ -314,7 +314,7 @@ def test_reload_enabled_and_failing() -> None:
     fake = Fake()
     fake.reload_result = (False, "probes.default.workers: must be >= 1, got 0")
     r = get(fake.app(), "/-/reload", method="POST")
-    assert (r.status, r.text) == (500, "probes.default.workers: must be >= 1, got 0\n")
+    assert (r.status, r.text) == (422, "probes.default.workers: must be >= 1, got 0\n")
     assert fake.reloads == 1
 
 
