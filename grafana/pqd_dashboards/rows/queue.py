@@ -20,7 +20,7 @@ def depth_vs_capacity() -> timeseries.Panel:
         "Queue depth vs capacity",
         "Live depth (0 between cycles), the deepest it got in the last cycle, and the queue's "
         "maxsize. PqdQueueSaturated fires when the live depth averages over 80% of capacity for "
-        "10 minutes.",
+        "10 minutes in which no cycle finished.",
         [
             query(probe_metric("pqd_queue_depth"), legend="depth " + PROBE_LEGEND),
             query(
