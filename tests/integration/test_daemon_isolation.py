@@ -5,6 +5,7 @@ outside, truthful reasons, exact leaks, nothing shared between probes, nothing o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -264,12 +265,22 @@ def writable_cgroup2_root() -> Path | None:
     return Path(mount)
 
 
+def _removed(group: Path) -> bool:
+    try:
+        group.rmdir()
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        return False
+    return True
+
+
 @pytest.fixture
 def scratch_cgroup() -> Iterator[Path]:
     """A child cgroup v2 for one test daemon; everything in it is killed and removed after."""
     root = writable_cgroup2_root()
     if root is None:
-        pytest.skip("no writable cgroup v2 hierarchy on this machine")
+        pytest.fail("no writable cgroup v2 hierarchy on this machine: the test cannot run")
     group = root / f"pqd-test-{os.getpid()}-{time.monotonic_ns()}"
     group.mkdir()
     try:
@@ -280,11 +291,13 @@ def scratch_cgroup() -> Iterator[Path]:
                 with contextlib.suppress(OSError):
                     (sub / "cgroup.kill").write_text("1")
                 wait_until(lambda s=sub: not (s / "cgroup.procs").read_text().split(), "empty")
-                sub.rmdir()
+                # cgroup.procs empties before the kernel has released the dying tasks: rmdir
+                # says EBUSY until then (cgroup.events "populated 0").
+                wait_until(lambda s=sub: _removed(s), f"{sub} removed")
         with contextlib.suppress(OSError):
             (group / "cgroup.kill").write_text("1")
         wait_until(lambda: not (group / "cgroup.procs").read_text().split(), "an empty cgroup")
-        group.rmdir()
+        wait_until(lambda: _removed(group), f"{group} removed")
 
 
 def into(group: Path) -> tuple[str, ...]:
