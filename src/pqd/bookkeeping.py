@@ -100,9 +100,11 @@ def log_cycle(result: CycleResult) -> None:
         "jobs": result.jobs_completed,
         "full_events": result.queue_full_events,
         "depth_max": result.queue_depth_max,
-        "pid_delta": result.pid_count_delta,
         "leaked": result.leaked_processes,
     }
+    delta = result.measured_pid_count_delta
+    if delta is not None:  # not measured: no number rather than a false one (docs/design.md §2)
+        fields["pid_delta"] = delta
     if result.success:
         log.info("cycle finished", extra=fields)
     else:

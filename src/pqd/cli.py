@@ -8,7 +8,6 @@ Every error a user can cause ends here as one line on stderr and an exit code: 2
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -124,14 +123,9 @@ def load_config(
     return load_config(args.config, environ, _flag_overrides(args), python=interpreters.problem)
 
 
-def _result_json(result: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(result)
-    data["pid_count_delta"] = result.pid_count_delta
-    return data
-
-
 def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pqd.errors import ConfigError
+    from pqd.results import result_to_json
     from pqd.runner import containment
     from pqd.supervisor.interpreter import Interpreters
     from pqd.supervisor.runners import Runners
@@ -167,7 +161,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         runners.close()
     if args.json:
-        print(json.dumps([_result_json(r) for r in results], indent=2))
+        print(json.dumps([result_to_json(r) for r in results], indent=2))
     if args.textfile is not None:
         _write_textfile(args.textfile, loaded, results, runners)
     return EXIT_OK if all(r.success for r in results) else EXIT_FAILED

@@ -66,6 +66,16 @@ CONTAINMENTS: Final = ("cgroup", "subreaper")
 PHASES: Final = ("pool_start", "jobs", "shared_memory", "teardown")
 
 
+#: A count that was not taken: the runner had not reported it yet, or /proc could not be read.
+#: Never exported as a number (docs/design.md §2): see :func:`measured`.
+NOT_MEASURED: Final = -1
+
+
+def measured(count: int) -> int | None:
+    """``count``, or None for the NOT_MEASURED placeholder (any negative count: none can be)."""
+    return None if count < 0 else count
+
+
 @dataclass(frozen=True)
 class JobReport:
     """What one producer or consumer job did, as the worker reported it plus the parent's sample."""
@@ -282,7 +292,17 @@ class CycleResult:
 
     @property
     def pid_count_delta(self) -> int:
+        """After minus before as plain arithmetic, placeholders included; what is exported
+        (metrics, JSON, logs) is :attr:`measured_pid_count_delta`."""
         return self.host_pid_count_after - self.host_pid_count_before
+
+    @property
+    def measured_pid_count_delta(self) -> int | None:
+        """After minus before, or None when either count was not measured: a cycle pqd ended
+        before its runner reported the start keeps ``host_pid_count_before`` at -1, and
+        subtracting it gave about the host's whole pid count (docs/design.md §2)."""
+        before, after = measured(self.host_pid_count_before), measured(self.host_pid_count_after)
+        return None if before is None or after is None else after - before
 
     def operations(self, operation: Literal["put", "get"]) -> Operations:
         return self.put_operations if operation == "put" else self.get_operations
@@ -333,6 +353,25 @@ def settings_and_jobs(probe: ProbeConfig, ledger: JobLedger) -> SettingsAndJobs:
 def result_to_dict(result: CycleResult) -> dict[str, Any]:
     """Plain JSON-able data; the runner sends it to pqd, ``pqd once --json`` prints it."""
     return dataclasses.asdict(result)
+
+
+#: The counts of a CycleResult and of each of its JobReports that may be NOT_MEASURED.
+_COUNTS: Final = ("host_pid_count_before", "host_pid_count_during", "host_pid_count_after")
+_JOB_COUNTS: Final = ("host_pid_count", "queue_depth_after")
+
+
+def result_to_json(result: CycleResult) -> dict[str, Any]:
+    """What ``pqd once --json`` prints: :func:`result_to_dict` with ``pid_count_delta``, and
+    every count that was not measured as null rather than its -1 placeholder (docs/design.md
+    §2). Not read back: the runner sends result_to_dict's data."""
+    data = result_to_dict(result)
+    for name in _COUNTS:
+        data[name] = measured(data[name])
+    for job in data["jobs"]:
+        for name in _JOB_COUNTS:
+            job[name] = measured(job[name])
+    data["pid_count_delta"] = result.measured_pid_count_delta
+    return data
 
 
 def job_report_from_dict(data: Mapping[str, Any]) -> JobReport:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pqd.bounds import TRACE_ITEMS, TRACE_JOBS
-from pqd.results import CycleResult
+from pqd.results import CycleResult, measured
 from pqd.runner.stacks import state_meaning
 
 SEPARATOR = "**********"
@@ -53,6 +53,12 @@ def render_trace(result: CycleResult) -> list[str]:
     return lines
 
 
+def _count(count: int | None) -> str:
+    """A count, or "not measured" for its placeholder (docs/design.md §2)."""
+    number = None if count is None else measured(count)
+    return "not measured" if number is None else str(number)
+
+
 def render_summary(result: CycleResult) -> list[str]:
     """One ``key: value`` per line, for people and for grep."""
     phases = " ".join(f"{name}={seconds:.3f}s" for name, seconds in result.phase_seconds.items())
@@ -75,10 +81,10 @@ def render_summary(result: CycleResult) -> list[str]:
         f"queue_depth_max: {result.queue_depth_max}",
         f"items_put: {result.items_put}",
         f"items_got: {result.items_got}",
-        f"pid_count_before: {result.host_pid_count_before}",
-        f"pid_count_during: {result.host_pid_count_during}",
-        f"pid_count_after: {result.host_pid_count_after}",
-        f"pid_count_delta: {result.pid_count_delta}",
+        f"pid_count_before: {_count(result.host_pid_count_before)}",
+        f"pid_count_during: {_count(result.host_pid_count_during)}",
+        f"pid_count_after: {_count(result.host_pid_count_after)}",
+        f"pid_count_delta: {_count(result.measured_pid_count_delta)}",
         f"leaked_processes: {result.leaked_processes}",
         f"multiprocessing_helpers_started: {helpers}",
         # Added with the per-probe runner; after the older lines, which scripts parse in order.

@@ -65,3 +65,28 @@ def test_a_job_report_survives_json_exactly() -> None:
     data = json.loads(encoded)["jobs"][0]
 
     assert job_report_from_dict(data) == JOB
+
+
+def test_pqd_once_json_prints_a_count_not_measured_as_null() -> None:
+    """A cycle pqd ended before its runner reported the start keeps the "before" count at its
+    -1 placeholder; --json printed it, and a pid_count_delta of the host's whole pid count."""
+    from dataclasses import replace
+
+    from pqd.results import result_to_json
+
+    unmeasured = replace(JOB, host_pid_count=-1, queue_depth_after=-1)
+    killed = seed_shaped_result(
+        host_pid_count_before=-1, host_pid_count_during=-1, host_pid_count_after=75, jobs=(JOB,)
+    )
+    data = json.loads(json.dumps(result_to_json(killed)))
+    assert data["host_pid_count_before"] is None and data["host_pid_count_during"] is None
+    assert (data["host_pid_count_after"], data["pid_count_delta"]) == (75, None)
+    assert data["jobs"][0]["host_pid_count"] == 120
+
+    no_proc = result_to_json(seed_shaped_result(host_pid_count_after=-1, jobs=(unmeasured,)))
+    assert no_proc["pid_count_delta"] is None and no_proc["host_pid_count_after"] is None
+    assert no_proc["jobs"][0]["host_pid_count"] is None
+    assert no_proc["jobs"][0]["queue_depth_after"] is None
+
+    whole = result_to_json(seed_shaped_result(host_pid_count_before=200, host_pid_count_after=203))
+    assert (whole["host_pid_count_before"], whole["pid_count_delta"]) == (200, 3)

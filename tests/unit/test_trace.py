@@ -66,6 +66,20 @@ def test_measured_cpu_and_rss() -> None:
     assert zero[-4:-2] == ["cpu_seconds: 0.000", "max_rss_bytes: 0"]
 
 
+def test_a_count_not_measured_is_said_so_not_subtracted() -> None:
+    """A cycle pqd ended before its runner reported the start printed pid_count_before: -1
+    and a pid_count_delta of the host's whole pid count."""
+    killed = render_summary(seed_shaped_result(host_pid_count_before=-1, host_pid_count_during=-1))
+    assert [line for line in killed if line.startswith("pid_count_")] == [
+        "pid_count_before: not measured",
+        "pid_count_during: not measured",
+        "pid_count_after: 200",
+        "pid_count_delta: not measured",
+    ]
+    whole = render_summary(seed_shaped_result(host_pid_count_after=203))
+    assert "pid_count_delta: 3" in whole and "pid_count_before: 200" in whole
+
+
 def test_the_interpreter_the_runner_ran_under() -> None:
     lines = render_summary(
         seed_shaped_result(python_implementation="cpython", python_version="3.13.0")

@@ -28,6 +28,7 @@ from pqd.results import (
     CycleResult,
     Headroom,
     Operations,
+    measured,
 )
 
 #: Why a due cycle did not run. ``overlap``: it was due while the previous cycle of that probe was
@@ -296,7 +297,7 @@ PROBE_SERIES: Final = (
     _gauge(
         "pqd_last_cycle_pid_count_delta",
         "Host pid count after the cycle minus before it" + _LAST,
-        lambda r: r.pid_count_delta,
+        lambda r: r.measured_pid_count_delta,
     ),
     _gauge(
         "pqd_last_cycle_leaked_processes",
@@ -342,7 +343,7 @@ PROBE_SERIES: Final = (
         "pqd_host_pid_count",
         "untyped",
         "Host pid count sampled at the end of the cycle" + _LAST,
-        from_cycle=_value(lambda r: r.host_pid_count_after),
+        from_cycle=_value(lambda r: measured(r.host_pid_count_after)),
     ),
     # Headroom gauges: where nothing limits a resource, its limit is the kernel's or host's.
     _headroom(

@@ -890,6 +890,23 @@ def test_capacity_and_workers_come_from_the_last_cycle_once_one_completed() -> N
     assert value(registry, "pqd_workers_configured", probe="default") == 2
 
 
+def test_a_count_not_measured_leaves_its_gauge_at_the_last_measured_value() -> None:
+    """A cycle pqd ended before its runner reported the start has host_pid_count_before -1:
+    its pid_count_delta gauge read 75 (after + 1, about the host's whole pid count)."""
+    metrics, registry = make()
+    metrics.observe_cycle(cycle(host_pid_count_before=200, host_pid_count_after=203))
+    killed = worker_died(reason="helper_died", host_pid_count_before=-1, host_pid_count_after=74)
+    metrics.observe_cycle(killed)
+    assert value(registry, "pqd_last_cycle_pid_count_delta", probe="default") == 3
+    assert value(registry, "pqd_host_pid_count", probe="default") == 74
+    assert value(registry, "pqd_last_cycle_success", probe="default") == 0
+    # /proc unreadable at the end: neither the count nor the delta is a number to export.
+    metrics.observe_cycle(cycle(host_pid_count_before=200, host_pid_count_after=-1))
+    assert value(registry, "pqd_last_cycle_pid_count_delta", probe="default") == 3
+    assert value(registry, "pqd_host_pid_count", probe="default") == 74
+    assert value(registry, "pqd_last_cycle_success", probe="default") == 1
+
+
 def test_reload_metrics() -> None:
     metrics, registry = make()
     assert value(registry, "pqd_config_last_reload_successful") == 1
