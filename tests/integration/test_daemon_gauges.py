@@ -1,11 +1,12 @@
-"""`pqd run` as a real process: what its gauges say when a count was not measured
-(docs/design.md §2)."""
+"""`pqd run` as a real process: what its gauges say when a count was not measured, and when a
+reload changes a configured value while a cycle is running (docs/design.md §2)."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -91,3 +92,56 @@ def test_a_cycle_killed_before_its_runner_reported_the_start_keeps_the_pid_delta
     assert "pid_delta" not in failed[0]  # nor does its log line make one up
     # The host count at its end was measured (by pqd): it is exported.
     assert 0 < (sample(text, "pqd_host_pid_count", probe="p") or 0) <= 2 * host_pids
+
+
+# A cycle of about 1.6 s (10 jobs of 150 ms, plus the pool's start), the reporter's shape.
+SLOW = """
+enable_reload_endpoint = true
+
+[probes.p]
+start_method = "forkserver"
+workers = {workers}
+queue_maxsize = {maxsize}
+shared_memory_bytes = {shm}
+job_pause = "150ms"
+interval = "3s"
+"""
+OLD = {"workers": 4, "maxsize": 3, "shm": 0}
+NEW = {"workers": 2, "maxsize": 5, "shm": 65536}
+CONFIGURED = ("pqd_workers_configured", "pqd_queue_capacity", "pqd_shared_memory_bytes")
+
+
+def _configured(text: str) -> tuple[float | None, ...]:
+    return tuple(sample(text, name, probe="p") for name in CONFIGURED)
+
+
+def test_configured_gauges_stay_at_the_reloaded_values_when_an_older_cycle_finishes(
+    tmp_path: Path,
+) -> None:
+    """After a reload that changed workers in the middle of a cycle, pqd_workers_configured
+    showed the new value, flipped back to the old one when that cycle finished, then forward
+    again at the next cycle's end."""
+    old, new = tuple(map(float, OLD.values())), tuple(map(float, NEW.values()))
+    with running_pqd(tmp_path, SLOW.format(**OLD)) as pqd:
+        assert _configured(pqd.scrape()) == old
+        # Jobs running: the cycle is in its middle, as the reporter reloaded.
+        text = pqd.scrape_until(
+            lambda t: (sample(t, "pqd_workers_live", probe="p") or 0) > 0, "jobs"
+        )
+        in_flight = sample(text, "pqd_cycles_total", probe="p") or 0
+        pqd.config_path.write_text(SLOW.format(**NEW))
+        assert pqd.get("/-/reload", method="POST")[0] == 200
+        # Every scrape from the reload until the next cycle, begun after it, has completed.
+        seen = []
+        deadline = time.monotonic() + 30
+        while (sample(text := pqd.scrape(), "pqd_cycles_total", probe="p") or 0) < in_flight + 2:
+            assert time.monotonic() < deadline, "two cycles did not complete in 30 s"
+            seen.append(_configured(text))
+        seen.append(_configured(text))
+        finished = [e["cycle_id"] for e in pqd.log_events("cycle finished") if e["probe"] == "p"]
+        pages = [pqd.get(f"/cycles/{cycle_id}")[1] for cycle_id in finished]
+
+    assert seen and set(seen) == {new}, sorted(set(seen))
+    # What each finished cycle used belongs to it: the one begun before the reload, 4 workers.
+    workers = [re.search(r"<th>workers</th>\s*<td>(\d+)</td>", page) for page in pages]
+    assert [m and int(m[1]) for m in workers][-2:] == [OLD["workers"], NEW["workers"]]

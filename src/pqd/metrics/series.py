@@ -60,6 +60,7 @@ class ProbeFacts:
     # sys.version's first word ("cpython", "3.13.0"); empty when it is not one (its cycles fail).
     python_implementation: str = ""
     python_version: str = ""
+    shared_memory_bytes: int = 0  # the block of its shared-memory phase; 0: no such phase
 
     def __post_init__(self) -> None:
         # The name becomes a label value on every series; an empty one would be unreadable in
@@ -93,6 +94,7 @@ def probe_facts(
         containment,
         interpreter.implementation if interpreter is not None else "",
         interpreter.version if interpreter is not None else "",
+        probe.shared_memory_bytes,
     )
 
 
@@ -224,15 +226,12 @@ def _counter(name: str, help: str, read: Callable[[CycleResult], float | None]) 
     return ProbeSeries(name, "counter", help, from_cycle=_value(read))
 
 
-def _configured(
-    name: str,
-    what: str,
-    read: Callable[[CycleResult], float],
-    from_spec: Callable[[ProbeFacts], float],
-) -> ProbeSeries:
-    """A last-cycle gauge that shows the probe's configured value until a cycle completes."""
-    help = what + "; the configured value until a cycle completes" + _LAST
-    return ProbeSeries(name, "gauge", help, from_cycle=_value(read), from_spec=from_spec)
+def _configured(name: str, what: str, from_spec: Callable[[ProbeFacts], float]) -> ProbeSeries:
+    """A gauge of a configured value: the running configuration's, set at start-up and by
+    every reload, never by a cycle. A cycle that began before a reload finishes after it with
+    the old value, which would flip the gauge back until the next cycle; what a cycle used is
+    on its page and in its JSON (docs/design.md §2)."""
+    return ProbeSeries(name, "gauge", what + " in the running configuration", from_spec=from_spec)
 
 
 #: Every per-probe family, in the order of the exposition.
@@ -261,19 +260,10 @@ PROBE_SERIES: Final = (
         "Pool worker processes alive now, sampled after each job (0 between cycles).",
         lambda r: 0,
     ),
+    # Configured gauges.
+    _configured("pqd_queue_capacity", "Maxsize of the probe's queue", lambda s: s.queue_maxsize),
+    _configured("pqd_workers_configured", "Pool size of the probe", lambda s: s.workers),
     # Last-cycle gauges.
-    _configured(
-        "pqd_queue_capacity",
-        "Maxsize of the probe's queue",
-        lambda r: r.queue_capacity,
-        lambda spec: spec.queue_maxsize,
-    ),
-    _configured(
-        "pqd_workers_configured",
-        "Pool size of the probe",
-        lambda r: r.workers_configured,
-        lambda spec: spec.workers,
-    ),
     _gauge(
         "pqd_last_cycle_success",
         "1 if the cycle succeeded, 0 if it failed or none has completed yet" + _LAST,
@@ -357,10 +347,10 @@ PROBE_SERIES: Final = (
         lambda h: h.shm_available_bytes,
     ),
     _headroom("pqd_shm_objects", "Entries in /dev/shm", lambda h: h.shm_objects),
-    _gauge(
+    _configured(
         "pqd_shared_memory_bytes",
-        "Size of the probe's shared-memory block in bytes, 0 without a shared-memory phase" + _LAST,
-        lambda r: r.shared_memory_bytes,
+        "Size of the probe's shared-memory block in bytes, 0 without a shared-memory phase,",
+        lambda s: s.shared_memory_bytes,
     ),
     _gauge(
         "pqd_last_cycle_leaked_shm_objects",

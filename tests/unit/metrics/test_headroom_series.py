@@ -34,7 +34,7 @@ EXPECTED = {
 
 def make() -> tuple[PqdMetrics, CollectorRegistry]:
     registry = CollectorRegistry()
-    probe = ProbeFacts("default", "forkserver", 4, 3)
+    probe = ProbeFacts("default", "forkserver", 4, 3, shared_memory_bytes=16 << 20)
     return PqdMetrics(registry, version="1", probes=[probe], process_collectors=False), registry
 
 
@@ -44,7 +44,8 @@ def values(registry: CollectorRegistry) -> dict[str, float | None]:
 
 def test_every_headroom_gauge_is_set_from_the_result() -> None:
     metrics, registry = make()
-    assert set(values(registry).values()) == {0.0}  # from start-up, at zero
+    # From start-up, at zero; the block's size from the probe's configuration.
+    assert values(registry) == {**dict.fromkeys(EXPECTED, 0.0), "pqd_shared_memory_bytes": 16 << 20}
     metrics.observe_cycle(
         seed_shaped_result(
             headroom=ROOM, leaked_shm_objects=6, max_open_files=40, shared_memory_bytes=16 << 20

@@ -143,10 +143,10 @@ pqd_queue_depth{probe="default"} 0.0
 # HELP pqd_workers_live Pool worker processes alive now, sampled after each job (0 between cycles).
 # TYPE pqd_workers_live gauge
 pqd_workers_live{probe="default"} 0.0
-# HELP pqd_queue_capacity Maxsize of the probe's queue; the configured value until a cycle completes (value from the most recent completed cycle)
+# HELP pqd_queue_capacity Maxsize of the probe's queue in the running configuration
 # TYPE pqd_queue_capacity gauge
 pqd_queue_capacity{probe="default"} 3.0
-# HELP pqd_workers_configured Pool size of the probe; the configured value until a cycle completes (value from the most recent completed cycle)
+# HELP pqd_workers_configured Pool size of the probe in the running configuration
 # TYPE pqd_workers_configured gauge
 pqd_workers_configured{probe="default"} 4.0
 # HELP pqd_last_cycle_success 1 if the cycle succeeded, 0 if it failed or none has completed yet (value from the most recent completed cycle)
@@ -210,7 +210,7 @@ pqd_shm_available_bytes{probe="default"} 0.0
 # HELP pqd_shm_objects Entries in /dev/shm (read by the probe's runner as the most recent completed cycle began)
 # TYPE pqd_shm_objects gauge
 pqd_shm_objects{probe="default"} 0.0
-# HELP pqd_shared_memory_bytes Size of the probe's shared-memory block in bytes, 0 without a shared-memory phase (value from the most recent completed cycle)
+# HELP pqd_shared_memory_bytes Size of the probe's shared-memory block in bytes, 0 without a shared-memory phase, in the running configuration
 # TYPE pqd_shared_memory_bytes gauge
 pqd_shared_memory_bytes{probe="default"} 0.0
 # HELP pqd_last_cycle_leaked_shm_objects Named semaphores and shared-memory blocks the cycle left in /dev/shm (value from the most recent completed cycle)
@@ -883,11 +883,19 @@ def test_helper_died_is_pre_initialised_and_counted() -> None:
     assert value(registry, "pqd_cycle_failures_total", probe="other", reason="helper_died") is None
 
 
-def test_capacity_and_workers_come_from_the_last_cycle_once_one_completed() -> None:
+CONFIGURED = ("pqd_queue_capacity", "pqd_workers_configured", "pqd_shared_memory_bytes")
+
+
+def test_configured_gauges_show_the_running_configuration_not_a_finished_cycles() -> None:
+    """A cycle that began before a reload finishes after it: it flipped the configured gauges
+    back to the old values until the next cycle completed."""
     metrics, registry = make()
-    metrics.observe_cycle(cycle(queue_capacity=5, workers_configured=2))
-    assert value(registry, "pqd_queue_capacity", probe="default") == 5
-    assert value(registry, "pqd_workers_configured", probe="default") == 2
+    metrics.set_probes([replace(DEFAULT, workers=2, queue_maxsize=5, shared_memory_bytes=4096)])
+    before_reload = cycle(queue_capacity=3, workers_configured=4, shared_memory_bytes=0)
+    metrics.observe_cycle(before_reload)
+    configured = [value(registry, name, probe="default") for name in CONFIGURED]
+    assert configured == [5, 2, 4096]
+    assert value(registry, "pqd_cycles_total", probe="default") == 1  # the cycle is counted
 
 
 def test_a_count_not_measured_leaves_its_gauge_at_the_last_measured_value() -> None:
