@@ -168,22 +168,48 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _check_textfile_target(path: str) -> None:
-    """The textfile is replaced by rename: only ever over a regular file. As root, renaming over
-    /dev/full, a FIFO or a symlink would replace the device node, pipe or link itself."""
+    """Before any cycle: a target that cannot be written is a usage error now, not after the
+    whole cycle. The textfile is replaced by rename: only ever over a regular file (as root,
+    renaming over /dev/full, a FIFO or a symlink would replace the device node, pipe or link
+    itself), and the temporary file is made beside it, so its directory must take a new file."""
     import stat
 
     if not path:
         raise UsageError("--textfile='': a path is required")
     try:
-        mode = os.lstat(path).st_mode
+        mode: int | None = os.lstat(path).st_mode
     except FileNotFoundError:
-        return
+        mode = None  # a new file; its directory is checked below
     except (OSError, ValueError) as exc:
         raise UsageError(f"--textfile={path!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    if not stat.S_ISREG(mode):
+    if mode is not None and not stat.S_ISREG(mode):
         raise UsageError(
             f"--textfile={path!r}: exists and is not a regular file; refusing to replace it"
         )
+    _check_textfile_directory(path)
+
+
+def _check_textfile_directory(path: str) -> None:
+    """Create and remove a file where write_textfile makes its temporary one: the operation
+    itself rather than access(2), which asks for the real ids, not the effective ones, and
+    not for every reason a create fails (a read-only mount, chattr +i, mode bits for others
+    than root, no free inode). The name ends in ``.check``, not ``.prom``: node_exporter's
+    textfile collector ignores it, as it does the temporary file."""
+    directory = os.path.dirname(path) or "."
+    probe = f"{path}.{os.getpid()}.check"
+    try:
+        fd = os.open(
+            probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except FileNotFoundError:
+        raise UsageError(f"--textfile={path!r}: directory {directory!r} does not exist") from None
+    except NotADirectoryError:
+        raise UsageError(f"--textfile={path!r}: {directory!r} is not a directory") from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise UsageError(f"--textfile={path!r}: cannot write in {directory!r}: {why}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _write_textfile(path: str, loaded: Any, results: Sequence[Any], runners: Any) -> None:

@@ -81,6 +81,45 @@ def test_textfile_is_written_atomically_and_passes_promtool(tmp_path: Path) -> N
     assert (check.returncode, check.stdout, check.stderr) == (0, "", "")
 
 
+def _textfile_targets(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Each target `pqd once --textfile` cannot write, and what its one line must say."""
+    (tmp_path / "read-only").mkdir()
+    (tmp_path / "a-directory.prom").mkdir()
+    return {
+        "missing directory": (tmp_path / "missing" / "pqd.prom", "does not exist"),
+        "read-only directory": (tmp_path / "read-only" / "pqd.prom", "Read-only file system"),
+        "a directory": (tmp_path / "a-directory.prom", "not a regular file"),
+    }
+
+
+def test_a_textfile_target_that_cannot_be_written_is_refused_before_the_cycle(
+    tmp_path: Path,
+) -> None:
+    """A missing or unwritable directory was found only when the metrics were written, after
+    the whole cycle (its trace printed, its exit code lost). Root ignores mode bits, so the
+    read-only directory is a read-only bind mount in a mount namespace of pqd's own."""
+    from tests.helpers.namespaces import mount_namespace, read_only_steps
+    from tests.helpers.wraps import run
+
+    targets = _textfile_targets(tmp_path)
+    with mount_namespace(read_only_steps([tmp_path / "read-only"])) as namespace:
+        touch = run(["touch", str(tmp_path / "read-only" / "x")], namespace.wrap)
+        assert touch.returncode != 0 and "Read-only file system" in touch.stderr, touch
+        done = {
+            name: run([*PQD, "once", "--textfile", str(target)], namespace.wrap, timeout=60)
+            for name, (target, _) in targets.items()
+        }
+
+    for name, (target, problem) in targets.items():
+        line = done[name].stderr.strip()
+        assert done[name].returncode == 2, (name, done[name])
+        assert done[name].stdout == "", (name, "a cycle ran")
+        assert len(done[name].stderr.splitlines()) == 1, (name, done[name].stderr)
+        assert line.startswith(f"pqd: error: --textfile={str(target)!r}: "), (name, line)
+        assert problem in line, (name, line)
+    assert sorted(p.name for p in (tmp_path / "read-only").iterdir()) == []
+
+
 def test_version() -> None:
     done = run_pqd("--version")
 
