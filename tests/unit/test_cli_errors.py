@@ -48,6 +48,8 @@ ENV_CASES = [
 FILE_CASES = [
     ("workers = 4\n[probes", "invalid TOML", "probes"),
     ("bogus = 1\n", "bogus", "1"),
+    ("workers = 4\n[probes.a]\n", "workers", "belongs under [probes.NAME]"),
+    ('[probes.a]\nlog_level = "debug"\n', "probes.a.log_level", "before any [probes.NAME]"),
     ('[probes.a]\nworkers = "4"\n', "probes.a.workers", "4"),
     ("[probes.a]\nworkers = true\n", "probes.a.workers", "True"),
     ("[probes.a]\nworkers = 0\n", "probes.a.workers", "0"),
@@ -114,7 +116,14 @@ def test_bad_config_file(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = tmp_path / "pqd.toml"
+    line = config_file_error(text, command, tmp_path / "pqd.toml", capsys)
+    assert field in line and value in line
+
+
+def config_file_error(
+    text: str, command: str, path: Path, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """The one stderr line of ``command`` given a config file of ``text``; it exits 78."""
     path.write_text(text)
     argv = ["once", "--config", str(path)] if command == "once" else ["check-config", str(path)]
 
@@ -122,7 +131,28 @@ def test_bad_config_file(
 
     line = one_line(capsys.readouterr().err)
     assert code == 78
-    assert field in line and value in line
+    return line
+
+
+#: Errors about the whole file, with no line of it to show: "PATH: problem". They read
+#: "PATH='': problem" when the line tomllib pointed at was empty (the end of the document).
+FILE_LEVEL_CASES = [
+    ("x = [\n", "invalid TOML at end of document: "),
+    ('a = """\n', "invalid TOML at end of document: "),
+    ("[probes.a]\nworkers = 4\nrounds = [\n", "invalid TOML at end of document: "),
+    ("a = " + "[" * 17 + "]" * 17 + "\n", "invalid TOML at line 1: "),
+    (".".join(["k"] * 17) + " = 1\n", "invalid TOML at line 1: "),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), FILE_LEVEL_CASES)
+@pytest.mark.parametrize("command", ["once", "check-config"])
+def test_a_file_level_error_names_the_file_without_a_value(
+    text: str, problem: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pqd.toml"
+    line = config_file_error(text, command, path, capsys)
+    assert line.startswith(f"pqd: config error: {path}: {problem}"), line
 
 
 def test_textfile_never_replaces_what_is_not_a_regular_file(

@@ -173,6 +173,20 @@ def _unknown_key(key: str, known: tuple[str, ...]) -> str:
     return f"unknown key ({hint})" if hint else "unknown key"
 
 
+def _misplaced_key(key: str, *, top_level: bool) -> str | None:
+    """Why a known setting is refused where it stands, or None if it is not one: a probe
+    setting at the top level (``workers = 4`` before any table) or a top-level one in a
+    probe's table (written after its header)."""
+    if top_level and key in PROBE_FIELDS:
+        return (
+            f"not a top-level key: {key} is a probe setting and belongs under [probes.NAME] "
+            f"({env_origin(key)} or {flag_origin(key)} sets it for every probe)"
+        )
+    if not top_level and key in GLOBAL_FIELDS:
+        return f"not a probe setting: {key} is a top-level key and belongs before any [probes.NAME]"
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Layers
 
@@ -190,7 +204,9 @@ def _mapping_layer(data: Mapping[str, object], sources: Sources) -> Config:
         if key == "probes":
             continue
         if key not in GLOBAL_FIELDS:
-            raise ConfigError(toml_path(key), value, _unknown_key(key, (*GLOBAL_FIELDS, "probes")))
+            problem = _misplaced_key(key, top_level=True)
+            known = (*GLOBAL_FIELDS, "probes")
+            raise ConfigError(toml_path(key), value, problem or _unknown_key(key, known))
         settings[key] = _from_toml(SETTINGS[key], value, toml_path(key))
         sources.add(GLOBAL, key, Source(0, toml_path(key), value))
     if "probes" in data:
@@ -221,7 +237,8 @@ def _probe_from_toml(name: str, table: object, sources: Sources) -> ProbeConfig:
     for key, value in table.items():
         path = toml_path("probes", name, key)
         if key not in PROBE_FIELDS:
-            raise ConfigError(path, value, _unknown_key(key, PROBE_FIELDS))
+            problem = _misplaced_key(key, top_level=False)
+            raise ConfigError(path, value, problem or _unknown_key(key, PROBE_FIELDS))
         settings[key] = _from_toml(SETTINGS[key], value, path)
         sources.add(probe_scope(name), key, Source(0, path, value))
     settings.update(_unset_rest(table))

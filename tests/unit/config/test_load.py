@@ -609,6 +609,65 @@ def test_bad_input_table_is_big_and_covers_every_source() -> None:
     assert len({case[0] for case in BAD_INPUTS}) == len(BAD_INPUTS)
 
 
+#: A valid TOML value of every probe setting, as a line of a probe's table would give it.
+PROBE_VALUES = {
+    "start_method": '"spawn"',
+    "workers": "2",
+    "queue_maxsize": "5",
+    "rounds": "2",
+    "items_per_producer": "3",
+    "shared_memory_bytes": "65536",
+    "job_pause": '"10ms"',
+    "timeout": '"20s"',
+    "interval": '"30s"',
+    "cron": '"*/5 * * * *"',
+    "python": '"/usr/bin/python3"',
+    "environment": '{ TMPDIR = "/tmp" }',
+    "capture_stacks": "false",
+}
+#: And of every top-level one.
+GLOBAL_VALUES = {
+    "listen_address": '":9999"',
+    "log_format": '"json"',
+    "log_level": '"debug"',
+    "history_limit": "20",
+    "enable_reload_endpoint": "true",
+    "web_config_file": '"/etc/pqd/web.yml"',
+    "containment": '"subreaper"',
+}
+
+
+def test_the_tables_of_good_values_name_every_setting() -> None:
+    assert tuple(PROBE_VALUES) == PROBE_FIELDS and tuple(GLOBAL_VALUES) == GLOBAL_FIELDS
+
+
+@pytest.mark.parametrize("key", PROBE_VALUES)
+def test_a_probe_setting_loads_in_a_probe_table_and_at_the_top_is_said_to_belong_there(
+    key: str,
+) -> None:
+    """`workers = 4` at the top level was refused as a bare "unknown key"."""
+    good = f"[probes.a]\n{key} = {PROBE_VALUES[key]}\n"
+    probe = config_from_toml(good).probes[0]
+    assert getattr(probe, key) != getattr(ProbeConfig(), key)  # the line took effect
+    for bad in (f"{key} = {PROBE_VALUES[key]}\n", f"{key} = {PROBE_VALUES[key]}\n[probes.a]\n"):
+        with pytest.raises(ConfigError) as info:
+            config_from_toml(bad)
+        assert info.value.field == key
+        text = str(info.value)
+        assert f"{key} is a probe setting and belongs under [probes.NAME]" in text, text
+        assert f"{env_origin(key)} or {flag_origin(key)} sets it for every probe" in text
+        assert "unknown key" not in text and len(text.splitlines()) == 1
+
+
+@pytest.mark.parametrize("key", GLOBAL_VALUES)
+def test_a_top_level_setting_in_a_probe_table_is_said_to_belong_at_the_top(key: str) -> None:
+    config_from_toml(f"{key} = {GLOBAL_VALUES[key]}\n[probes.a]\n")
+    with pytest.raises(ConfigError) as info:
+        config_from_toml(f"[probes.a]\n{key} = {GLOBAL_VALUES[key]}\n")
+    assert info.value.field == f"probes.a.{key}"
+    assert f"{key} is a top-level key and belongs before any [probes.NAME]" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
@@ -741,7 +800,7 @@ def test_capture_stacks_from_the_environment_and_flags_for_every_probe() -> None
         (_env(PQD_CAPTURE_STACKS="maybe"), "PQD_CAPTURE_STACKS", "maybe", "yes/no or 1/0"),
         (_flags(capture_stacks=""), "--capture-stacks", "", "yes/no or 1/0"),
         # Like every probe setting, not a top-level key: [probes.NAME], PQD_* or a flag.
-        (_toml("capture_stacks = false"), "capture_stacks", False, "unknown key"),
+        (_toml("capture_stacks = false"), "capture_stacks", False, "under [probes.NAME]"),
         (_probe("capture_stack = false"), "probes.fast.capture_stack", False, "capture_stacks?"),
         (_env(PQD_CAPTURE_STACK="1"), "PQD_CAPTURE_STACK", "1", "PQD_CAPTURE_STACKS?"),
     ],
