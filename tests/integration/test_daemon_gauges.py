@@ -45,9 +45,12 @@ def _runner(pqd: PqdProcess) -> psutil.Process:
 
 
 def _idle(runner: psutil.Process) -> bool:
-    """No cycle in flight: the runner's only children are multiprocessing's resource tracker."""
-    children = runner.children()
-    return all("resource_tracker" in " ".join(c.cmdline()) for c in children)
+    """No cycle in flight: the runner's only children are multiprocessing's resource tracker
+    (a child that is exiting, or cannot be read, counts as a cycle's)."""
+    try:
+        return all("resource_tracker" in " ".join(c.cmdline()) for c in runner.children())
+    except psutil.Error:
+        return False
 
 
 def _stop_between_cycles(pqd: PqdProcess) -> tuple[psutil.Process, float]:
