@@ -53,10 +53,14 @@ def render_trace(result: CycleResult) -> list[str]:
     return lines
 
 
-def _count(count: int | None) -> str:
+def _count(count: int) -> str:
     """A count, or "not measured" for its placeholder (docs/design.md §2)."""
-    number = None if count is None else measured(count)
-    return "not measured" if number is None else str(number)
+    return _number(measured(count))
+
+
+def _number(value: int | None) -> str:
+    # A delta may be negative (processes ended during the cycle): only None is "not measured".
+    return "not measured" if value is None else str(value)
 
 
 def render_summary(result: CycleResult) -> list[str]:
@@ -84,7 +88,7 @@ def render_summary(result: CycleResult) -> list[str]:
         f"pid_count_before: {_count(result.host_pid_count_before)}",
         f"pid_count_during: {_count(result.host_pid_count_during)}",
         f"pid_count_after: {_count(result.host_pid_count_after)}",
-        f"pid_count_delta: {_count(result.measured_pid_count_delta)}",
+        f"pid_count_delta: {_number(result.measured_pid_count_delta)}",
         f"leaked_processes: {result.leaked_processes}",
         f"multiprocessing_helpers_started: {helpers}",
         # Added with the per-probe runner; after the older lines, which scripts parse in order.

@@ -90,3 +90,5 @@ def test_pqd_once_json_prints_a_count_not_measured_as_null() -> None:
 
     whole = result_to_json(seed_shaped_result(host_pid_count_before=200, host_pid_count_after=203))
     assert (whole["host_pid_count_before"], whole["pid_count_delta"]) == (200, 3)
+    fewer = result_to_json(seed_shaped_result(host_pid_count_before=200, host_pid_count_after=195))
+    assert fewer["pid_count_delta"] == -5

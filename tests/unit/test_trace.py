@@ -78,6 +78,9 @@ def test_a_count_not_measured_is_said_so_not_subtracted() -> None:
     ]
     whole = render_summary(seed_shaped_result(host_pid_count_after=203))
     assert "pid_count_delta: 3" in whole and "pid_count_before: 200" in whole
+    # Fewer processes after than before is a measured delta, not a placeholder.
+    fewer = render_summary(seed_shaped_result(host_pid_count_after=195))
+    assert "pid_count_delta: -5" in fewer
 
 
 def test_the_interpreter_the_runner_ran_under() -> None:

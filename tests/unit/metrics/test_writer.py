@@ -913,6 +913,9 @@ def test_a_count_not_measured_leaves_its_gauge_at_the_last_measured_value() -> N
     assert value(registry, "pqd_last_cycle_pid_count_delta", probe="default") == 3
     assert value(registry, "pqd_host_pid_count", probe="default") == 74
     assert value(registry, "pqd_last_cycle_success", probe="default") == 1
+    # Fewer processes after than before is measured: a negative delta is exported.
+    metrics.observe_cycle(cycle(host_pid_count_before=200, host_pid_count_after=195))
+    assert value(registry, "pqd_last_cycle_pid_count_delta", probe="default") == -5
 
 
 def test_reload_metrics() -> None:
