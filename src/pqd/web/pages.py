@@ -279,9 +279,10 @@ def _cycles_table(base: str, cycles: Iterable[CycleResult]) -> str:
     )
     rows = []
     for c in cycles:
-        jobs = str(c.jobs_completed)
+        # Plain words: "1 (1 failed)" read as one job in all, not one completed and one failed.
+        jobs = f"{c.jobs_completed} completed"
         if c.jobs_failed:
-            jobs += f" ({c.jobs_failed} failed)"
+            jobs += f", {c.jobs_failed} failed"
         row_class = "ok" if c.success else "failed"
         rows.append(
             f'<tr class="{row_class}">'

@@ -57,7 +57,7 @@ def test_landing_page_lists_cycles_newest_first_with_links() -> None:
     assert "1.2.3" in r.text and "3.11.9" in r.text
     assert "2023-11-14T22:16:40.000Z" in r.text  # oldest's start, in UTC
     assert "failed: timeout" in r.text
-    assert "7 (1 failed)" in r.text
+    assert "7 completed, 1 failed" in r.text
     assert ">-1<" in r.text  # pid delta 299 - 300
     assert ">+2<" in r.text  # the successful cycles' pid delta 302 - 300
     assert "1.250 s" in r.text

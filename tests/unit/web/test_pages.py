@@ -211,6 +211,16 @@ def test_a_filter_that_matches_nothing_says_so() -> None:
     assert "/" in hrefs(r.text[r.text.index("No kept cycle") :])
 
 
+def test_the_jobs_column_says_how_many_completed_and_how_many_failed() -> None:
+    cycles = [
+        make_cycle(cycle_id="f", jobs_completed=1, jobs_failed=1, success=False, reason="timeout"),
+        make_cycle(cycle_id="ok", started_at=1_700_000_010.0, jobs_completed=10, jobs_failed=0),
+    ]
+    listed = rows(get(Fake(cycles).app(), "/").text, "cycles")
+    # "1 (1 failed)" read as one job in all: it is one completed and one more that failed.
+    assert [row[4] for row in listed] == ["10 completed", "1 completed, 1 failed"]
+
+
 def paging_cycles() -> list[CycleResult]:
     """51 successes of probe a (a0 oldest .. a50 newest) and 2 failures of probe b."""
     a = [make_cycle(probe="a", cycle_id=f"a{i}", started_at=1_700_000_000.0 + i) for i in range(51)]
