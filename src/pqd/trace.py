@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from pqd.bounds import TRACE_ITEMS, TRACE_JOBS
-from pqd.results import CycleResult, measured
+from pqd.results import CycleResult
 from pqd.runner.stacks import state_meaning
 
 SEPARATOR = "**********"
+#: What a page or ``pqd once`` shows for a count that was never taken: a cycle that failed
+#: before its workers ran keeps -1 for the count during, and so does a /proc pqd could not read.
+NOT_SAMPLED = "not sampled"
 # A command line can be as long as the kernel allows; a summary line need not be.
 _MAX_COMMAND = 500
 
@@ -18,12 +21,24 @@ def _timestamp(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time).isoformat(sep=" ", timespec="microseconds")
 
 
+def sampled(count: int) -> str:
+    """A count as people read it: -1, the placeholder of a count not taken, is "not sampled"."""
+    return NOT_SAMPLED if count < 0 else str(count)
+
+
+def pid_count_delta_text(result: CycleResult, *, sign: bool = False) -> str:
+    delta = result.measured_pid_count_delta
+    if delta is None:
+        return NOT_SAMPLED
+    return f"{delta:+d}" if sign else str(delta)
+
+
 def render_trace(result: CycleResult) -> list[str]:
     """The seed's line shapes: main line, per job its worker line, parent, queue operations and
     the ('pid', …) tuple, count(N) after each consumer, the separator, the main line again."""
     lines = [
         f"{_timestamp(result.started_at)} {result.main_pid} {result.main_process_name} "
-        f"{result.host_pid_count_before}"
+        f"{sampled(result.host_pid_count_before)}"
     ]
     for index, job in enumerate(result.jobs):
         if result.jobs_not_kept and index == TRACE_JOBS // 2:
@@ -38,29 +53,20 @@ def render_trace(result: CycleResult) -> list[str]:
             lines.extend("Full q !!!" for _ in range(min(job.full_events, TRACE_ITEMS)))
             if job.full_events > TRACE_ITEMS:
                 lines.append(f"(+{job.full_events - TRACE_ITEMS} more Full q !!!)")
-        lines.append(str(("pid", job.pid, "pid count", job.host_pid_count, "name", str(job.round))))
+        count = job.host_pid_count if job.host_pid_count >= 0 else NOT_SAMPLED
+        lines.append(str(("pid", job.pid, "pid count", count, "name", str(job.round))))
         if job.kind == "consumer":
             lines.append(f"count({job.job_counter})")
     if not result.success:
-        lines.append(f"cycle failed: {result.reason}: {result.detail}")
+        lines.append(f"cycle failed: {result.reason or 'unknown'}: {result.detail}")
         if result.cause is not None:
             lines.append(f"cause: {result.cause}: {result.cause_detail}")
     lines.append(SEPARATOR)
     lines.append(
         f"{_timestamp(result.ended_at)} {result.main_pid} {result.main_process_name} "
-        f"{result.host_pid_count_after}"
+        f"{sampled(result.host_pid_count_after)}"
     )
     return lines
-
-
-def _count(count: int) -> str:
-    """A count, or "not measured" for its placeholder (docs/design.md §2)."""
-    return _number(measured(count))
-
-
-def _number(value: int | None) -> str:
-    # A delta may be negative (processes ended during the cycle): only None is "not measured".
-    return "not measured" if value is None else str(value)
 
 
 def render_summary(result: CycleResult) -> list[str]:
@@ -85,10 +91,10 @@ def render_summary(result: CycleResult) -> list[str]:
         f"queue_depth_max: {result.queue_depth_max}",
         f"items_put: {result.items_put}",
         f"items_got: {result.items_got}",
-        f"pid_count_before: {_count(result.host_pid_count_before)}",
-        f"pid_count_during: {_count(result.host_pid_count_during)}",
-        f"pid_count_after: {_count(result.host_pid_count_after)}",
-        f"pid_count_delta: {_number(result.measured_pid_count_delta)}",
+        f"pid_count_before: {sampled(result.host_pid_count_before)}",
+        f"pid_count_during: {sampled(result.host_pid_count_during)}",
+        f"pid_count_after: {sampled(result.host_pid_count_after)}",
+        f"pid_count_delta: {pid_count_delta_text(result)}",
         f"leaked_processes: {result.leaked_processes}",
         f"multiprocessing_helpers_started: {helpers}",
         # Added with the per-probe runner; after the older lines, which scripts parse in order.
@@ -140,12 +146,12 @@ def headroom_rows(result: CycleResult) -> list[tuple[str, str]]:
         ),
         (
             "pids",
-            f"{room.pids_current} of {room.pids_limit}"
+            f"{sampled(room.pids_current)} of {room.pids_limit}"
             f"{_share(room.pids_current, room.pids_limit)} ({room.pids_source})",
         ),
         (
             "memory",
-            f"{room.memory_usage_bytes} of {room.memory_limit_bytes} bytes"
+            f"{sampled(room.memory_usage_bytes)} of {room.memory_limit_bytes} bytes"
             f"{_share(room.memory_usage_bytes, room.memory_limit_bytes)} ({room.memory_source})",
         ),
         (
@@ -158,7 +164,7 @@ def headroom_rows(result: CycleResult) -> list[tuple[str, str]]:
             f"Pool() starts {room.cpu_count} workers for {room.cpu_quota_cores:g} cores"
             f" ({room.cpu_source})",
         ),
-        ("tmpdir", f"{tmpdir} ({room.tmpdir or '?'})"),
+        ("tmpdir", f"{tmpdir} ({room.tmpdir or 'no temporary directory found'})"),
     ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pqd.trace import render_summary, render_trace
+from pqd.trace import render_headroom, render_summary, render_trace
 from tests.helpers.factories import seed_shaped_result
 
 #: The summary's keys before the per-probe runner, in order; scripts (and test_cli_once) parse
@@ -162,3 +162,41 @@ def test_a_failed_cycle_ends_with_its_cause_then_what_its_tree_wrote() -> None:
         "warnings: resource_warning=1",
     ]
     assert "cause: shm_full: /dev/shm is full: 64 KiB tmpfs, 0 B free" in render_trace(result)
+
+
+def test_counts_that_were_not_sampled_say_so_never_minus_one() -> None:
+    """A cycle that failed before the workers ran keeps -1 for the count it never took (and a
+    count /proc could not give is -1 too): the text says "not sampled", and the delta of a
+    count that is missing is not a number either."""
+    from dataclasses import replace
+
+    from tests.helpers.factories import job, tight_headroom
+
+    during = seed_shaped_result(
+        success=False,
+        reason="spawn_failed",
+        host_pid_count_before=91,
+        host_pid_count_during=-1,
+        host_pid_count_after=82,
+        jobs=(replace(job("producer", 1, 1), host_pid_count=-1),),
+        headroom=tight_headroom(pids_current=-1, memory_usage_bytes=-1),
+    )
+    summary = render_summary(during)
+    assert "pid_count_before: 91" in summary
+    assert "pid_count_during: not sampled" in summary
+    assert "pid_count_after: 82" in summary
+    assert "pid_count_delta: -9" in summary
+    headroom = dict(line.split(": ", 1) for line in render_headroom(during))
+    assert headroom["headroom_pids"] == "not sampled of 2048 (cgroup v2 /sys/fs/cgroup/app)"
+    assert headroom["headroom_memory"].startswith("not sampled of 1073741824 bytes (cgroup v1")
+    trace = render_trace(during)
+    (pid_line,) = [line for line in trace if line.startswith("('pid'")]
+    assert "'pid count', 'not sampled'" in pid_line, trace
+
+    before = render_summary(replace(during, host_pid_count_before=-1))
+    assert "pid_count_before: not sampled" in before
+    assert "pid_count_delta: not sampled" in before  # not 82 - (-1) = 83
+    lines = render_trace(replace(during, host_pid_count_before=-1, host_pid_count_after=-1))
+    assert lines[0].endswith(" MainProcess not sampled") and lines[-1].endswith(" not sampled")
+    for text in (summary, before, lines, render_headroom(during)):
+        assert not any(line.endswith(" -1") or " -1 " in line for line in text), text

@@ -6,6 +6,7 @@ from typing import Final
 
 from pqd.results import PHASES, CycleResult, StuckProcess
 from pqd.runner.stacks import STATE_MEANINGS
+from pqd.trace import pid_count_delta_text, sampled
 from pqd.web import markup
 
 # A leaked process's command line can be as long as the kernel allows; the page shows this much.
@@ -24,7 +25,7 @@ def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
         ("probe", r.probe),
         ("result", markup.outcome(r)),
         ("detail", r.detail),
-        *([("cause", f"{r.cause or 'unknown'}: {r.cause_detail}")] if not r.success else []),
+        *([("cause", _cause(r))] if not r.success else []),
         ("started (UTC)", markup.utc(r.started_at)),
         ("ended (UTC)", markup.utc(r.ended_at)),
         ("duration", markup.seconds(r.duration_seconds)),
@@ -50,13 +51,27 @@ def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
         ("deepest queue", str(r.queue_depth_max)),
         (
             "host pid count before / during / after",
-            f"{r.host_pid_count_before} / {r.host_pid_count_during} / {r.host_pid_count_after}",
+            " / ".join(
+                sampled(count)
+                for count in (
+                    r.host_pid_count_before,
+                    r.host_pid_count_during,
+                    r.host_pid_count_after,
+                )
+            ),
         ),
-        ("pid count delta", f"{r.pid_count_delta:+d}"),
+        ("pid count delta", pid_count_delta_text(r, sign=True)),
         ("leaked processes", str(r.leaked_processes)),
         ("leaked pids", " ".join(str(p) for p in r.leaked_pids) or "none"),
         ("helpers started", ", ".join(f"{h.role} {h.pid}" for h in r.helpers_started) or "none"),
     ]
+
+
+def _cause(result: CycleResult) -> str:
+    """ "process_limit: pids limit … reached"; a result without one (an older runner's) is
+    "unknown", not "None" or a dangling colon."""
+    cause = result.cause or "unknown"
+    return f"{cause}: {result.cause_detail}" if result.cause_detail else cause
 
 
 def cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
@@ -163,11 +178,11 @@ def _jobs_table(result: CycleResult) -> str:
             job.process_name,
             "yes" if job.is_alive else "no",
             job.parent_pid,
-            job.host_pid_count,
+            sampled(job.host_pid_count),
             " ".join(job.items) + (f" (+{more} more)" if more > 0 else ""),
             job.full_events,
             sum(job.operation_counts),
-            job.queue_depth_after,
+            sampled(job.queue_depth_after),
             job.workers_live_after,
             job.error or "",
         )

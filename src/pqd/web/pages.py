@@ -12,7 +12,7 @@ from typing import Final
 from urllib.parse import quote
 
 from pqd.results import CycleResult
-from pqd.trace import headroom_rows
+from pqd.trace import headroom_rows, pid_count_delta_text
 from pqd.web import markup
 from pqd.web.state import ProbeView, WebState
 
@@ -292,7 +292,7 @@ def _cycles_table(base: str, cycles: Iterable[CycleResult]) -> str:
             f'<td class="num">{markup.escape(markup.seconds(c.duration_seconds))}</td>'
             f'<td class="num">{markup.escape(jobs)}</td>'
             f'<td class="num">{c.queue_full_events}</td>'
-            f'<td class="num">{c.pid_count_delta:+d}</td>'
+            f'<td class="num">{pid_count_delta_text(c, sign=True)}</td>'
             f'<td class="num">{c.leaked_processes}</td>'
             "</tr>"
         )

@@ -15,7 +15,9 @@ from tests.helpers.web import (
     Fake,
     get,
     make_cycle,
+    make_job,
     rows,
+    text_of,
 )
 
 # --- cycle pages -----------------------------------------------------------------------------
@@ -141,6 +143,53 @@ def test_cycle_with_odd_numbers_still_renders() -> None:
     assert "No phase was reached." in r.text
     assert "No job reported back." in r.text
     assert "broken ? text" in r.text
+
+
+def test_counts_that_were_not_sampled_say_so_never_minus_one() -> None:
+    """A failed cycle keeps -1 for the counts it never took: the page says "not sampled", and
+    a delta from a missing count is not a number either (82 - (-1) is not 83 processes)."""
+    from pqd.trace import render_trace
+
+    failed = make_cycle(
+        cycle_id="f",
+        success=False,
+        reason="spawn_failed",
+        host_pid_count_before=91,
+        host_pid_count_during=-1,
+        host_pid_count_after=82,
+        jobs=(make_job(queue_depth_after=-1, host_pid_count=-1),),
+    )
+    unbegun = make_cycle(
+        cycle_id="u",
+        started_at=1_700_000_010.0,
+        success=False,
+        reason="spawn_failed",
+        host_pid_count_before=-1,
+        host_pid_count_during=-1,
+        jobs=(),
+    )
+    fake = Fake([failed, unbegun])
+    fake.trace = render_trace
+    page = get(fake.app(), "/cycles/f").text
+    summary = summary_rows(page)
+    assert summary["host pid count before / during / after"] == "91 / not sampled / 82"
+    assert summary["pid count delta"] == "-9"
+    assert summary["cause"] == "unknown"  # none given (an older runner's): no dangling colon
+    job_row = re.findall(r"<tr><td>(.*?)</td></tr>", page[page.index("<h3>Jobs</h3>") :])[0]
+    cells = job_row.split("</td><td>")
+    assert (cells[7], cells[11]) == ("not sampled", "not sampled"), cells  # host pids, depth
+
+    page = get(fake.app(), "/cycles/u").text
+    summary = summary_rows(page)
+    assert summary["host pid count before / during / after"] == "not sampled / not sampled / 302"
+    assert summary["pid count delta"] == "not sampled"
+    trace = page[page.index('<pre class="trace">') :]
+    assert trace.splitlines()[0].endswith("MainProcess not sampled"), trace
+    listed = rows(get(fake.app(), "/").text, "cycles")
+    assert [row[6] for row in listed] == ["not sampled", "-9"]  # the PID delta column
+    for url in ("/", "/cycles/f", "/cycles/u"):
+        text = text_of(get(fake.app(), url).text)
+        assert not re.search(r"(^|[ />])-1($|[ /<])", text, re.M), (url, text)
 
 
 # --- where it was stuck -------------------------------------------------------------------------
