@@ -123,9 +123,20 @@ def load_config(
     return load_config(args.config, environ, _flag_overrides(args), python=interpreters.problem)
 
 
+def _result_json(result: Any) -> dict[str, Any]:
+    import dataclasses
+
+    from pqd.results import result_to_json
+    from pqd.trace import stuck_as_shown
+
+    data = result_to_json(result)
+    # The stacks that explain the failure only, as the text and the cycle's page show them.
+    data["stuck"] = [dataclasses.asdict(p) for p in stuck_as_shown(result)]
+    return data
+
+
 def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pqd.errors import ConfigError
-    from pqd.results import result_to_json
     from pqd.runner import containment
     from pqd.supervisor.interpreter import Interpreters
     from pqd.supervisor.runners import Runners
@@ -161,7 +172,7 @@ def cmd_once(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         runners.close()
     if args.json:
-        print(json.dumps([result_to_json(r) for r in results], indent=2))
+        print(json.dumps([_result_json(r) for r in results], indent=2))
     if args.textfile is not None:
         _write_textfile(args.textfile, loaded, results, runners)
     return EXIT_OK if all(r.success for r in results) else EXIT_FAILED

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
+from typing import Final
 
 from pqd.bounds import TRACE_ITEMS, TRACE_JOBS
-from pqd.results import CycleResult
+from pqd.results import CycleResult, StuckProcess
 from pqd.runner.stacks import state_meaning
 
 SEPARATOR = "**********"
 #: What a page or ``pqd once`` shows for a count that was never taken: a cycle that failed
 #: before its workers ran keeps -1 for the count during, and so does a /proc pqd could not read.
 NOT_SAMPLED = "not sampled"
+#: The reasons of a cycle given up with its work unfinished (docs/design.md §1): the deadline
+#: passed, or a helper it waited on died or stopped. Only then do the stacks of its processes say
+#: what it was waiting for. Any other failure ended on an error or an exit, which the detail
+#: names; its live processes were only waiting for their next task, and one line of state each
+#: says so (every thread's stack of each was some 80 lines of idle frames).
+UNFINISHED_REASONS: Final = ("timeout", "helper_died")
+STACK_NOT_SHOWN: Final = "stack not shown: the cycle ended on an error, not with work unfinished"
 # A command line can be as long as the kernel allows; a summary line need not be.
 _MAX_COMMAND = 500
 
@@ -173,20 +182,49 @@ def render_headroom(result: CycleResult) -> list[str]:
     return [f"headroom_{name}: {text}" for name, text in headroom_rows(result)]
 
 
+def stacks_explain(result: CycleResult) -> bool:
+    """Whether the stacks of a failed cycle's processes explain it (UNFINISHED_REASONS)."""
+    return not result.success and result.reason in UNFINISHED_REASONS
+
+
+def stuck_as_shown(result: CycleResult) -> tuple[StuckProcess, ...]:
+    """The cycle's processes with the stacks that explain nothing left out (``stack`` None,
+    ``note`` saying why), as ``pqd once --json`` gives them."""
+    if stacks_explain(result):
+        return result.stuck
+    return tuple(
+        dataclasses.replace(p, stack=None, note=p.note or STACK_NOT_SHOWN)
+        if p.stack is not None
+        else p
+        for p in result.stuck
+    )
+
+
+def nothing_stuck(result: CycleResult) -> str:
+    """Why a failed cycle's processes are shown without their stacks, in one sentence."""
+    return (
+        f"nothing ({result.reason or 'unknown'} ended on an error, not with work unfinished); "
+        "its processes then"
+    )
+
+
 def render_where_stuck(result: CycleResult) -> list[str]:
     """A failed cycle's "Where it was stuck" (pqd.runner.stacks) and a job_error's traceback,
-    indented under two headings; nothing for a cycle without them."""
+    indented under two headings; nothing for a cycle without them. Stacks only where they
+    explain the failure (stacks_explain); otherwise one line of state per process."""
     lines = []
+    explain = stacks_explain(result)
     if result.stuck:
-        lines.append("where it was stuck:")
+        lines.append("where it was stuck:" + ("" if explain else f" {nothing_stuck(result)}"))
     for proc in result.stuck:
         wchan = f", wchan {proc.wchan}" if proc.wchan else ""
-        note = f" ({proc.note})" if proc.note else ""
+        # A note says why a process has no stack: nothing to say where none is shown.
+        note = f" ({proc.note})" if proc.note and explain else ""
         lines.append(
             f"  {proc.role} pid {proc.pid}: state {proc.state} "
             f"({state_meaning(proc.state)}){wchan}{note}"
         )
-        if proc.stack:
+        if proc.stack and explain:
             lines.extend(f"    {line}" for line in proc.stack.rstrip("\n").splitlines() if line)
     if result.job_traceback:
         lines.append("job traceback:")

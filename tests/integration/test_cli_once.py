@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -205,3 +206,30 @@ def test_once_imports_the_scheduler_only_to_check_a_cron(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == expected, done.stdout[-2000:]
+
+
+def test_a_spawn_failed_cycle_lists_its_processes_in_one_line_each_without_stacks() -> None:
+    """The pool cannot start (24 file descriptors for 8 workers): the cycle ends on an error, not
+    at a deadline, so nothing was stuck and the stacks of its idle processes explain nothing.
+    Each process is one line of state, in the text and in --json; the count during the cycle,
+    never taken, reads "not sampled"."""
+    limited = ["prlimit", "--nofile=24:24", "--", *PQD, "once", "--workers", "8"]
+    done = subprocess.run(limited, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert "result: failed (spawn_failed)" in lines, done.stdout
+    assert any("Too many open files" in line for line in lines if line.startswith("detail: "))
+    assert "pid_count_during: not sampled" in lines
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("where it was stuck:")]
+    assert "spawn_failed" in lines[start], lines[start]
+    processes = lines[start + 1 : lines.index("", start)]
+    assert processes, done.stdout
+    assert any(line.startswith("  runner pid ") for line in processes), processes
+    assert all(re.fullmatch(r"  \S.* pid \d+: state .*", line) for line in processes), processes
+    assert "Thread 0x" not in done.stdout and 'File "' not in done.stdout, done.stdout
+
+    as_json = subprocess.run([*limited, "--json"], capture_output=True, text=True, timeout=120)
+    (result,) = json.loads(as_json.stdout)
+    assert result["reason"] == "spawn_failed", result["detail"]
+    assert result["stuck"] and all(p["stack"] is None for p in result["stuck"]), result["stuck"]
+    assert any(p["note"].startswith("stack not shown") for p in result["stuck"]), result["stuck"]

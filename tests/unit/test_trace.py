@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from pqd.trace import render_headroom, render_summary, render_trace
+import dataclasses
+
+from pqd.results import StuckProcess
+from pqd.trace import (
+    STACK_NOT_SHOWN,
+    render_headroom,
+    render_summary,
+    render_trace,
+    render_where_stuck,
+    stuck_as_shown,
+)
 from tests.helpers.factories import seed_shaped_result
 
 #: The summary's keys before the per-probe runner, in order; scripts (and test_cli_once) parse
@@ -200,3 +210,40 @@ def test_counts_that_were_not_sampled_say_so_never_minus_one() -> None:
     assert lines[0].endswith(" MainProcess not sampled") and lines[-1].endswith(" not sampled")
     for text in (summary, before, lines, render_headroom(during)):
         assert not any(line.endswith(" -1") or " -1 " in line for line in text), text
+
+
+STACK = (
+    "Thread 0x00007f0000000001 (most recent call first):\n"
+    '  File "/usr/lib/python3.11/threading.py", line 331 in wait\n'
+    '  File "/usr/lib/python3.11/multiprocessing/managers.py", line 176 in serve_forever\n'
+)
+
+
+def test_where_stuck_lines_of_a_failure_on_an_error_are_one_per_process() -> None:
+    """spawn_failed: nothing was left unfinished, so no stack and no note about stacks; the
+    JSON leaves the stacks out the same way and says why."""
+    stuck = (
+        StuckProcess(700, "runner", "R", "", STACK),
+        StuckProcess(701, "Manager", "S", "futex_do_wait", STACK),
+        StuckProcess(702, "other", "Z", "", None, "zombie: not asked"),
+    )
+    result = seed_shaped_result(success=False, reason="spawn_failed", stuck=stuck)
+    assert render_where_stuck(result) == [
+        "where it was stuck: nothing (spawn_failed ended on an error, not with work "
+        "unfinished); its processes then",
+        "  runner pid 700: state R (running)",
+        "  Manager pid 701: state S (sleeping), wchan futex_do_wait",
+        "  other pid 702: state Z (zombie)",
+    ]
+    assert [(p.stack, p.note) for p in stuck_as_shown(result)] == [
+        (None, STACK_NOT_SHOWN),
+        (None, STACK_NOT_SHOWN),
+        (None, "zombie: not asked"),
+    ]
+    for reason in ("timeout", "helper_died"):  # work left unfinished: every stack explains
+        unfinished = dataclasses.replace(result, reason=reason)
+        assert stuck_as_shown(unfinished) == stuck
+        lines = render_where_stuck(unfinished)
+        assert lines[0] == "where it was stuck:"
+        assert sum(line.startswith("    ") for line in lines) == 6, lines
+        assert "  other pid 702: state Z (zombie) (zombie: not asked)" in lines

@@ -6,7 +6,7 @@ from typing import Final
 
 from pqd.results import PHASES, CycleResult, StuckProcess
 from pqd.runner.stacks import STATE_MEANINGS
-from pqd.trace import pid_count_delta_text, sampled
+from pqd.trace import pid_count_delta_text, sampled, stacks_explain
 from pqd.web import markup
 
 # A leaked process's command line can be as long as the kernel allows; the page shows this much.
@@ -102,18 +102,27 @@ def cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
 
 
 def stuck_section(result: CycleResult) -> list[str]:
-    """ "Where it was stuck": the failed cycle's live processes, their stacks, the job's
-    traceback. Nothing for a successful cycle."""
+    """ "Where it was stuck": the failed cycle's live processes, their stacks where they explain
+    the failure (pqd.trace.stacks_explain), the job's traceback. Nothing for a successful
+    cycle."""
     if result.success:
         return []
     parts = ['<h3 id="stuck">Where it was stuck</h3>']
     if not result.stuck and not result.job_traceback:
         parts.append("<p>Nothing was captured.</p>")
         return parts
+    explain = stacks_explain(result)
+    if result.stuck and not explain:
+        parts.append(
+            "<p>Nothing was stuck: the cycle ended on an error "
+            f"({markup.escape(result.reason or 'unknown')}), not with work unfinished. "
+            "Its processes then, by state (stacks are shown when a cycle times out or a "
+            "helper dies):</p>"
+        )
     if result.stuck:
-        parts.append(_stuck_table(result.stuck))
+        parts.append(_stuck_table(result.stuck, notes=explain))
     for process in result.stuck:
-        if process.stack is not None:
+        if process.stack is not None and explain:
             parts.append(f"<h4>Stack of pid {process.pid} ({markup.escape(process.role)})</h4>")
             parts.append(f'<pre class="stack">{markup.escape(process.stack)}</pre>')
     if result.job_traceback:
@@ -134,14 +143,16 @@ def stderr_section(result: CycleResult) -> list[str]:
     ]
 
 
-def _stuck_table(processes: tuple[StuckProcess, ...]) -> str:
-    header = "".join(
-        f"<th>{h}</th>" for h in ("PID", "Role", "State", "Waiting in (wchan)", "Note")
-    )
+def _stuck_table(processes: tuple[StuckProcess, ...], *, notes: bool) -> str:
+    """One row per process; ``notes``: a Note column (its notes say why a process has no stack,
+    so none where no stack is shown)."""
+    columns = ("PID", "Role", "State", "Waiting in (wchan)", *(("Note",) if notes else ()))
+    header = "".join(f"<th>{h}</th>" for h in columns)
     rows = "".join(
         f'<tr><td class="num">{p.pid}</td><td>{markup.escape(p.role)}</td>'
         f"<td>{markup.escape(process_state(p.state))}</td><td><code>{markup.escape(p.wchan)}</code></td>"
-        f'<td class="note">{markup.escape(p.note)}</td></tr>'
+        + (f'<td class="note">{markup.escape(p.note)}</td>' if notes else "")
+        + "</tr>"
         for p in processes
     )
     return markup.scrolling(f'<table class="stuck"><tr>{header}</tr>{rows}</table>')

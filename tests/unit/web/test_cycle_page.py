@@ -7,6 +7,8 @@ import html
 import re
 from typing import Any
 
+import pytest
+
 from pqd.results import CycleResult, StuckProcess
 from tests.helpers.web import (
     SEED_COLON,
@@ -256,6 +258,32 @@ def test_where_it_was_stuck_lists_processes_stacks_and_the_traceback() -> None:
     assert html.unescape(traceback[0]) == JOB_TRACEBACK
     # Right after the summary: the first thing to read after what failed.
     assert r.text.index("</table>") < r.text.index('<h3 id="stuck">') < r.text.index(">Jobs<")
+
+
+@pytest.mark.parametrize("reason", ["spawn_failed", "job_error", "worker_died", "manager_died"])
+def test_a_failure_on_an_error_lists_its_processes_by_state_without_stacks(reason: str) -> None:
+    """Nothing was left unfinished: every live process only waited for its next task, and its
+    stacks (some 80 lines of idle frames) explain nothing. One row of state each; the job's
+    traceback, which does explain, stays."""
+    part = stuck_part(get(Fake([stuck_cycle(reason=reason)]).app(), "/cycles/c1").text)
+    assert '<pre class="stack">' not in part and "Stack of pid" not in part
+    assert f"Nothing was stuck: the cycle ended on an error ({reason})" in text_of(part)
+    # No Note column either: its notes only say why a process has no stack.
+    assert rows(part, "stuck") == [
+        ["4242", "runner", "S (sleeping)", "do_select"],
+        ["4243", "pool worker 2", "T (stopped)", "do_signal_stop"],
+        ["4244", XSS, "D (uninterruptible sleep)", "<wchan>"],
+        ["4245", "other", "? (could not be read)", ""],
+        ["4246", "forkserver", "x", ""],
+    ]
+    assert re.findall(r"<h4>(.*?)</h4>", part) == ["Traceback of the failed job"]
+
+
+@pytest.mark.parametrize("reason", ["timeout", "helper_died"])
+def test_work_left_unfinished_keeps_every_stack(reason: str) -> None:
+    part = stuck_part(get(Fake([stuck_cycle(reason=reason)]).app(), "/cycles/c1").text)
+    assert len(re.findall(r'<pre class="stack">', part)) == 2
+    assert "Nothing was stuck" not in part
 
 
 def test_a_job_error_shows_the_traceback_without_a_process_table() -> None:
