@@ -19,13 +19,21 @@ def process_state(letter: str) -> str:
     return letter if meaning is None else f"{letter} ({meaning})"
 
 
-def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
+def _outcome_rows(r: CycleResult) -> list[tuple[str, str]]:
+    """What failed and why: the reason, its detail and, for a failure, the one-line cause."""
     return [
-        ("cycle id", r.cycle_id),
-        ("probe", r.probe),
         ("result", markup.outcome(r)),
         ("detail", r.detail),
         *([("cause", _cause(r))] if not r.success else []),
+    ]
+
+
+def _summary_rows(r: CycleResult) -> list[tuple[str, str]]:
+    """Every fact of the cycle; a failed cycle's page shows its outcome rows above instead."""
+    return [
+        ("cycle id", r.cycle_id),
+        ("probe", r.probe),
+        *(_outcome_rows(r) if r.success else []),
         ("started (UTC)", markup.utc(r.started_at)),
         ("ended (UTC)", markup.utc(r.ended_at)),
         ("duration", markup.seconds(r.duration_seconds)),
@@ -84,11 +92,21 @@ def cycle_page(base: str, result: CycleResult, trace: list[str]) -> str:
         f"<p>{markup.link(markup.probe_href(base, r.probe), f'Probe {r.probe}')} · "
         f'<a href="{markup.escape(base)}/">Back to the recent cycles</a></p>'
     )
+    if r.success:
+        first = [markup.kv_table(_summary_rows(r))]
+    else:
+        # What an operator opened the page for first, above the fold at 1280x900: the reason,
+        # the cause and where it was stuck; the 25-row summary pushed all but the reason below.
+        first = [
+            markup.kv_table(_outcome_rows(r), table_class="outcome"),
+            *stuck_section(r),
+            '<h3 id="summary">Summary</h3>',
+            markup.kv_table(_summary_rows(r)),
+        ]
     parts = [
         f"<h2>Cycle <code>{markup.escape(r.cycle_id)}</code></h2>",
         back,
-        markup.kv_table(_summary_rows(r)),
-        *stuck_section(r),
+        *first,
         *stderr_section(r),
         *(["<h3>Leaked processes</h3>", _leaked_table(r)] if r.leaked_pids else []),
         "<h3>Phases</h3>",

@@ -139,12 +139,13 @@ def scrolling(table: str) -> str:
     return f'<div class="scroll">{table}</div>'
 
 
-def kv_table(rows: Iterable[tuple[str, str]]) -> str:
+def kv_table(rows: Iterable[tuple[str, str]], table_class: str = "") -> str:
     """A two-column table; both columns are escaped here."""
     cells = "".join(
         f"<tr><th>{escape(key)}</th><td>{escape(value)}</td></tr>" for key, value in rows
     )
-    return scrolling(f"<table>{cells}</table>")
+    opening = f'<table class="{escape(table_class)}">' if table_class else "<table>"
+    return scrolling(f"{opening}{cells}</table>")
 
 
 def settings_table(rows: Iterable[tuple[str, str]]) -> str:

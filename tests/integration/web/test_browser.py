@@ -424,3 +424,71 @@ def check_config_page(tab: Tab, url: str, tmp_path: Path) -> None:
     assert ["timeout", "801ms"] in rows, rows  # the failing probe's
     names = tab.evaluate("[...document.querySelectorAll('h4')].map(h => h.textContent)")
     assert names == ["alpha", HTML_NAME, FAILING], names
+
+
+# --- a failed cycle's page reads from the top; the status table fits a phone ------------------
+
+# One healthy probe and one that always times out (as STATUS_CONFIG's failing probe does).
+READING_CONFIG = """
+[probes.fine]
+interval = "500ms"
+workers = 2
+
+[probes.slow]
+interval = "1s"
+workers = 2
+rounds = 1
+job_pause = "400ms"
+timeout = "801ms"
+"""
+
+# Where the rows headed "result" and "cause", the stuck section's heading and the first table
+# of the page lie, and the fold (the window's height) with nothing scrolled.
+FOLD_JS = """(() => {
+    const box = el => { if (!el) return null; const b = el.getBoundingClientRect();
+                        return {top: b.top, bottom: b.bottom}; };
+    const row = name => [...document.querySelectorAll('main th')]
+        .find(th => th.textContent === name)?.closest('tr');
+    return {result: box(row('result')), cause: box(row('cause')),
+            stuck: box(document.querySelector('h3#stuck')),
+            reason: row('result')?.textContent, cause_text: row('cause')?.textContent,
+            first_row: document.querySelector('main table th')?.textContent,
+            headings: [...document.querySelectorAll('main h3')].map(h => h.textContent),
+            fold: window.innerHeight, scrolled: window.scrollY}; })()"""
+
+
+def test_a_failed_cycle_page_shows_reason_cause_and_where_it_was_stuck_above_the_fold(
+    tmp_path: Path,
+) -> None:
+    with running_pqd(tmp_path, READING_CONFIG) as pqd, browser(tmp_path) as chromium_browser:
+        pqd.scrape_until(
+            lambda t: (
+                (sample(t, "pqd_cycle_failures_total", probe="slow", reason="timeout") or 0) >= 1
+                and (sample(t, "pqd_cycles_total", probe="fine") or 0) >= 1
+            ),
+            "a timeout of the slow probe and a cycle of the fine one",
+            seconds=45,
+        )
+        tab = chromium_browser.tab(*DESKTOP)
+        tab.open(pqd.url("/probes/slow"))
+        tab.follow("table.cycles td a[href^='/cycles/']")
+        tab.screenshot(tmp_path / "cycle-failed-fold-1280.png")
+        failed = tab.evaluate(FOLD_JS)
+        tab.open(pqd.url("/probes/fine"))
+        tab.follow("table.cycles td a[href^='/cycles/']")
+        succeeded = tab.evaluate(FOLD_JS)
+
+    assert failed["fold"] == DESKTOP[1] and failed["scrolled"] == 0, failed
+    assert failed["reason"] == "resultfailed: timeout", failed
+    assert failed["cause_text"].startswith("cause"), failed
+    for part in ("result", "cause", "stuck"):
+        assert failed[part] is not None and failed[part]["bottom"] <= failed["fold"], (part, failed)
+    assert failed["result"]["top"] < failed["cause"]["top"] < failed["stuck"]["top"], failed
+    # A successful cycle's page keeps its order: the summary first, then phases, jobs, trace.
+    assert succeeded["first_row"] == "cycle id", succeeded
+    assert succeeded["stuck"] is None and succeeded["cause"] is None, succeeded
+    assert [h for h in succeeded["headings"] if h != "Stderr of the tree"] == [
+        "Phases",
+        "Jobs",
+        "Trace",
+    ], succeeded

@@ -19,6 +19,7 @@ from tests.helpers.web import (
     make_cycle,
     make_job,
     rows,
+    table,
     text_of,
 )
 
@@ -65,9 +66,41 @@ def test_cycle_page_shows_summary_phases_jobs_and_trace() -> None:
 
 
 def summary_rows(page: str) -> dict[str, str]:
-    """The cycle page's key/value rows (first table), as the page writes them (escaped)."""
-    table = page[page.index("<table>") : page.index("</table>")]
+    """The cycle page's key/value rows (its first table without a class), as the page writes
+    them (escaped)."""
+    start = page.index("<table>")
+    table = page[start : page.index("</table>", start)]
     return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table))
+
+
+def test_a_failed_cycle_page_starts_with_what_failed_and_where_it_was_stuck() -> None:
+    """The reason, the one-line cause and where it was stuck come first; the 25-row summary
+    after them. A successful cycle's page keeps its order: the summary first."""
+    failed = stuck_cycle(cause="stopped", cause_detail="pool worker 2 pid 4243 was stopped")
+    page = get(Fake([failed]).app(), "/cycles/c1").text
+    outcome = table(page, "outcome")
+    assert [text_of(r) for r in re.findall(r"<tr>(.*?)</tr>", outcome)] == [
+        "resultfailed: timeout",
+        f"detail{failed.detail}",
+        "causestopped: pool worker 2 pid 4243 was stopped",
+    ]
+    marks = ('class="outcome"', '<h3 id="stuck">', '<h3 id="summary">')
+    order = [page.index(mark) for mark in marks]
+    assert order == sorted(order), order
+    summary = summary_rows(page)
+    assert page.index("<table>") > page.index('<h3 id="summary">')
+    assert list(summary)[:3] == ["cycle id", "probe", "started (UTC)"]  # not twice
+    assert len(summary) == 24
+
+    page = get(Fake([make_cycle()]).app(), "/cycles/c1").text
+    assert 'class="outcome"' not in page and 'id="summary"' not in page
+    assert list(summary_rows(page))[:4] == ["cycle id", "probe", "result", "detail"]
+    assert page.index("<table>") < page.index("<h3>Phases</h3>")
+
+
+def outcome_rows(page: str) -> dict[str, str]:
+    """A failed cycle's result, detail and cause rows, at the top of its page (escaped)."""
+    return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table(page, "outcome")))
 
 
 def test_cycle_page_shows_containment_cpu_and_peak_rss() -> None:
@@ -176,7 +209,8 @@ def test_counts_that_were_not_sampled_say_so_never_minus_one() -> None:
     summary = summary_rows(page)
     assert summary["host pid count before / during / after"] == "91 / not sampled / 82"
     assert summary["pid count delta"] == "-9"
-    assert summary["cause"] == "unknown"  # none given (an older runner's): no dangling colon
+    # None given (an older runner's result): no dangling colon.
+    assert outcome_rows(page)["cause"] == "unknown"
     job_row = re.findall(r"<tr><td>(.*?)</td></tr>", page[page.index("<h3>Jobs</h3>") :])[0]
     cells = job_row.split("</td><td>")
     assert (cells[7], cells[11]) == ("not sampled", "not sampled"), cells  # host pids, depth
@@ -227,7 +261,8 @@ def stuck_cycle(**overrides: Any) -> CycleResult:
 
 
 def stuck_part(page: str) -> str:
-    return page[page.index('<h3 id="stuck">') : page.index("<h3>Phases</h3>")]
+    """The stuck section: from its heading to the summary under it."""
+    return page[page.index('<h3 id="stuck">') : page.index('<h3 id="summary">')]
 
 
 def test_where_it_was_stuck_lists_processes_stacks_and_the_traceback() -> None:
@@ -256,7 +291,7 @@ def test_where_it_was_stuck_lists_processes_stacks_and_the_traceback() -> None:
     traceback = re.findall(r'<pre class="traceback">(.*?)</pre>', part, re.S)
     assert traceback == [html.escape(JOB_TRACEBACK)]
     assert html.unescape(traceback[0]) == JOB_TRACEBACK
-    # Right after the summary: the first thing to read after what failed.
+    # Right after what failed (reason, cause), before the summary and the jobs.
     assert r.text.index("</table>") < r.text.index('<h3 id="stuck">') < r.text.index(">Jobs<")
 
 
@@ -319,8 +354,9 @@ def test_a_failed_cycle_names_its_cause_and_keeps_the_trees_stderr_escaped() -> 
     )
     r = get(Fake([cycle]).app(), "/cycles/c4u5e")
     assert r.status == 200
-    summary = summary_rows(r.text)
-    assert summary["cause"] == "process_limit: pids limit of the cgroup /limited reached: 12 of 12"
+    assert outcome_rows(r.text)["cause"] == (
+        "process_limit: pids limit of the cgroup /limited reached: 12 of 12"
+    )
     assert "Stderr of the tree" in r.text and "warnings: tracker_relaunched 2" in r.text
     assert XSS not in r.text and XSS_ESCAPED in r.text
     assert "BlockingIOError: [Errno 11]" in html.unescape(r.text)
