@@ -66,6 +66,17 @@ pre {{ background: #f6f6f6; border: 1px solid #ddd; padding: 0.6em; overflow-x: 
       font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono",
       "Liberation Mono", {_WIDE_MONO_FONTS}, monospace; }}
 code {{ font-size: 0.95em; overflow-wrap: anywhere; }}
+/* A phone: the status table's rows stack, a labelled line a cell, so each probe's status, the
+   time since its last success and its schedule read without scrolling sideways (its nine
+   columns were 968 px wide in a 343 px box at 390 px). */
+@media (max-width: 40em) {{
+  table.status, table.status tbody, table.status tr, table.status td {{ display: block; }}
+  table.status tr:first-child {{ display: none; }}
+  table.status tr {{ border: 1px solid #ccc; margin-bottom: 0.6em; }}
+  table.status td {{ border: 0; min-width: 0; max-width: none; text-align: left;
+                     white-space: normal; }}
+  table.status td::before {{ content: attr(data-label) ": "; font-weight: bold; }}
+}}
 """
 
 # Setting names that could hold a credential. No setting of pqd does today (a path to a web

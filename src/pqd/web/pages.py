@@ -21,6 +21,19 @@ RESULT_FILTERS: Final = ("failed", "succeeded")
 CYCLES_PER_PAGE: Final = 50
 # A detail line can be long (a leaked process's command line); the status cell shows this much.
 _MAX_STATUS_DETAIL: Final = 200
+#: The status table's columns. On a narrow screen each row stacks, one labelled line a cell
+#: (data-label, markup.CSS), so no probe's status needs scrolling sideways to read.
+_STATUS_COLUMNS: Final = (
+    "Probe",
+    "Status (last cycle)",
+    "Last success",
+    "Kept cycles",
+    "Last duration",
+    "Median duration",
+    "Schedule",
+    "Containment",
+    "Python",
+)
 
 
 @dataclass(frozen=True)
@@ -124,36 +137,30 @@ def _status_row(base: str, status: ProbeStatus, now: float) -> str:
     median = "" if status.median_seconds is None else markup.seconds(status.median_seconds)
     row_class = "failing" if status.failing else "ok" if status.last else "waiting"
     name = status.probe.name
-    return (
-        f'<tr class="{row_class}">'
-        f'<td class="name">{markup.link(markup.probe_href(base, name), name)}</td>'
-        f'<td class="detail">{_status_cell(base, status)}</td>'
-        f'<td class="num">{since}</td>'
-        f'<td class="num">{status.successes} ok / {status.failures} failed</td>'
-        f'<td class="num">{markup.escape(last_seconds)}</td>'
-        f'<td class="num">{markup.escape(median)}</td>'
-        f"<td>{markup.escape(status.setting('schedule'))}</td>"
-        f"<td>{markup.escape(status.setting('containment'))}</td>"
-        f"<td>{markup.escape(status.setting('python'))}</td>"
-        "</tr>"
+    cells = (  # (class, HTML), one per _STATUS_COLUMNS
+        ("name", markup.link(markup.probe_href(base, name), name)),
+        ("detail", _status_cell(base, status)),
+        ("num", since),
+        ("num", f"{status.successes} ok / {status.failures} failed"),
+        ("num", markup.escape(last_seconds)),
+        ("num", markup.escape(median)),
+        ("", markup.escape(status.setting("schedule"))),
+        ("", markup.escape(status.setting("containment"))),
+        ("", markup.escape(status.setting("python"))),
     )
+    tds = "".join(
+        f'<td{_class_attribute(css)} data-label="{markup.escape(label)}">{content}</td>'
+        for label, (css, content) in zip(_STATUS_COLUMNS, cells, strict=True)
+    )
+    return f'<tr class="{row_class}">{tds}</tr>'
+
+
+def _class_attribute(css: str) -> str:
+    return f' class="{css}"' if css else ""
 
 
 def status_table(base: str, statuses: Sequence[ProbeStatus], now: float) -> str:
-    header = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "Probe",
-            "Status (last cycle)",
-            "Last success",
-            "Kept cycles",
-            "Last duration",
-            "Median duration",
-            "Schedule",
-            "Containment",
-            "Python",
-        )
-    )
+    header = "".join(f"<th>{h}</th>" for h in _STATUS_COLUMNS)
     rows = "".join(_status_row(base, status, now) for status in statuses)
     return markup.scrolling(f'<table class="status"><tr>{header}</tr>{rows}</table>')
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tests.helpers.pqd_process import running_pqd, sample
+from tests.helpers.pqd_process import PqdProcess, running_pqd, sample
 from tests.helpers.waiting import wait_until
 
 HOSTILE = "<script>alert(1)</script>"
@@ -457,21 +457,32 @@ FOLD_JS = """(() => {
             fold: window.innerHeight, scrolled: window.scrollY}; })()"""
 
 
+def wait_for_a_timeout_and_a_success(pqd: PqdProcess) -> None:
+    pqd.scrape_until(
+        lambda t: (
+            (sample(t, "pqd_cycle_failures_total", probe="slow", reason="timeout") or 0) >= 1
+            and (sample(t, "pqd_cycles_total", probe="fine") or 0) >= 1
+        ),
+        "a timeout of the slow probe and a cycle of the fine one",
+        seconds=45,
+    )
+
+
+TIMEOUT_LINK_JS = """[...document.querySelectorAll('table.cycles tr')]
+    .find(tr => tr.cells[2].textContent === 'failed: timeout')
+    .querySelector('a').getAttribute('href')"""
+
+
 def test_a_failed_cycle_page_shows_reason_cause_and_where_it_was_stuck_above_the_fold(
     tmp_path: Path,
 ) -> None:
     with running_pqd(tmp_path, READING_CONFIG) as pqd, browser(tmp_path) as chromium_browser:
-        pqd.scrape_until(
-            lambda t: (
-                (sample(t, "pqd_cycle_failures_total", probe="slow", reason="timeout") or 0) >= 1
-                and (sample(t, "pqd_cycles_total", probe="fine") or 0) >= 1
-            ),
-            "a timeout of the slow probe and a cycle of the fine one",
-            seconds=45,
-        )
+        wait_for_a_timeout_and_a_success(pqd)
         tab = chromium_browser.tab(*DESKTOP)
         tab.open(pqd.url("/probes/slow"))
-        tab.follow("table.cycles td a[href^='/cycles/']")
+        # A timeout's page, the one with stacks: on a loaded machine a fresh runner can also
+        # miss its start-up deadline (spawn_failed), and the newest cycle may be that one.
+        tab.open(pqd.url(tab.evaluate(TIMEOUT_LINK_JS)))
         tab.screenshot(tmp_path / "cycle-failed-fold-1280.png")
         failed = tab.evaluate(FOLD_JS)
         tab.open(pqd.url("/probes/fine"))
@@ -492,3 +503,42 @@ def test_a_failed_cycle_page_shows_reason_cause_and_where_it_was_stuck_above_the
         "Jobs",
         "Trace",
     ], succeeded
+
+
+# Each status row's cells for its probe, reason, last success and schedule: their boxes, the
+# box they scroll in, and the page's own width.
+STATUS_CELLS_JS = """[...document.querySelectorAll('table.status tr')].slice(1).map(tr => {
+    const scroller = tr.closest('.scroll').getBoundingClientRect();
+    return {scroller: {left: scroller.left, right: scroller.right},
+            cells: [0, 1, 2, 6].map(i => { const td = tr.querySelectorAll('td')[i];
+                const b = td.getBoundingClientRect();
+                return {text: td.textContent, left: b.left, right: b.right, width: b.width,
+                        height: b.height}; })}; })"""
+
+
+def test_each_probe_s_status_reads_on_a_phone_without_scrolling_sideways(tmp_path: Path) -> None:
+    with running_pqd(tmp_path, READING_CONFIG) as pqd, browser(tmp_path) as chromium_browser:
+        wait_for_a_timeout_and_a_success(pqd)
+        phone = chromium_browser.tab(*PHONE)
+        phone.open(pqd.url("/"))
+        phone.screenshot(tmp_path / "status-390.png")
+        rows = phone.evaluate(STATUS_CELLS_JS)
+        width = phone.evaluate("window.innerWidth")
+        fits = phone.evaluate(FITS_JS)
+        desktop = chromium_browser.tab(*DESKTOP)
+        desktop.open(pqd.url("/"))
+        wide = desktop.evaluate(ROWS_JS % "status")
+
+    assert width == PHONE[0]
+    assert fits, "the page is wider than the phone"
+    assert [r["cells"][0]["text"] for r in rows] == ["slow", "fine"], rows
+    slow_status = rows[0]["cells"][1]["text"]
+    assert slow_status.startswith("FAILING") and "cause" in slow_status, rows[0]
+    for row in rows:
+        for cell in row["cells"]:
+            assert cell["width"] > 0 and cell["height"] > 0, (cell, row)
+            assert cell["left"] >= 0 and cell["right"] <= width, (cell, width)
+            assert row["scroller"]["left"] <= cell["left"], (cell, row["scroller"])
+            assert cell["right"] <= row["scroller"]["right"], (cell, row["scroller"])
+    # The desktop keeps one row a probe, a cell a column.
+    assert [len(r) for r in wide] == [9, 9], wide

@@ -134,6 +134,17 @@ def test_status_rows_put_failing_probes_first_with_a_text_label() -> None:
     assert links[:2] == ["/probes/b", "/cycles/b2"]  # the name, then the failed cycle
 
 
+def test_each_status_cell_is_labelled_with_its_column_for_a_narrow_screen() -> None:
+    """On a phone the rows stack and each cell shows its column's name (markup.CSS); the
+    browser test checks the layout, this that every cell carries its own column's name."""
+    page = get(Fake(status_cycles(), state=status_state()).app(), "/").text
+    status = table(page, "status")
+    header = re.findall(r"<th>(.*?)</th>", status)
+    for row in re.findall(r'<tr class="[^"]*">(.*?)</tr>', status):
+        assert re.findall(r'<td[^>]* data-label="([^"]*)"', row) == header, row
+    assert "@media (max-width: 40em)" in page
+
+
 def test_verdict_when_nothing_fails_and_when_cycles_stall() -> None:
     state = dataclasses.replace(status_state(), unhealthy_reason="no cycle dispatched for 60s")
     ok_only = [c for c in status_cycles() if c.success]
