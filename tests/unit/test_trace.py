@@ -81,10 +81,10 @@ def test_a_count_not_measured_is_said_so_not_subtracted() -> None:
     and a pid_count_delta of the host's whole pid count."""
     killed = render_summary(seed_shaped_result(host_pid_count_before=-1, host_pid_count_during=-1))
     assert [line for line in killed if line.startswith("pid_count_")] == [
-        "pid_count_before: not measured",
-        "pid_count_during: not measured",
+        "pid_count_before: not sampled",
+        "pid_count_during: not sampled",
         "pid_count_after: 200",
-        "pid_count_delta: not measured",
+        "pid_count_delta: not sampled",
     ]
     whole = render_summary(seed_shaped_result(host_pid_count_after=203))
     assert "pid_count_delta: 3" in whole and "pid_count_before: 200" in whole
