@@ -32,7 +32,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers.cgroups import Cgroup, child_cgroup, find_hierarchy, hierarchy_v1
@@ -256,12 +256,24 @@ def nproc_limit(limit: int, first_uid: int = 61000) -> Iterator[Wrap]:
 
 class Tmpdir:
     """A hostile TMPDIR: ``path`` (what TMPDIR names) and ``wrap`` (the variable, and for the
-    read-only kinds the mount namespace that makes them so)."""
+    read-only kinds the mount namespace that makes them so). Without fallbacks also ``cwd``, a
+    read-only working directory to run the command in, and ``usable``, a writable directory
+    outside every read-only one (for a parent whose own TMPDIR must work while its child's
+    does not)."""
 
-    def __init__(self, path: Path, wrap: Wrap, namespace: MountNamespace | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        wrap: Wrap,
+        namespace: MountNamespace | None,
+        cwd: Path | None = None,
+        usable: Path | None = None,
+    ) -> None:
         self.path = path
         self.wrap = wrap
         self.namespace = namespace
+        self.cwd = cwd
+        self.usable = usable
 
 
 def _exact_path(base: Path, length: int) -> Path:
@@ -275,14 +287,17 @@ def _exact_path(base: Path, length: int) -> Path:
 
 
 @contextlib.contextmanager
-def hostile_tmpdir(kind: str, length: int = 106) -> Iterator[Tmpdir]:
+def hostile_tmpdir(kind: str, length: int = 106, *, fallbacks: bool = True) -> Iterator[Tmpdir]:
     """TMPDIR made hostile. ``long``: an existing, writable directory of ``length`` characters
     (multiprocessing's socket paths then pass AF_UNIX_PATH_MAX from 76 on). ``missing``: names
     nothing. ``file``: names a regular file. ``unwritable``: a read-only bind mount (EROFS, for
     root too). ``none``: TMPDIR, /tmp, /var/tmp, /usr/tmp and the working directory all read-only,
     so tempfile finds no usable directory (the others only make it fall back to /tmp); run the
-    command with ``cwd=str(tmpdir.path)``."""
+    command with ``cwd=str(tmpdir.path)``. ``fallbacks=False`` does that to ``missing``,
+    ``file`` and ``unwritable`` too: /tmp, /var/tmp, /usr/tmp and ``tmpdir.cwd`` read-only
+    (run the command there), so tempfile raises "No usable temporary directory found"."""
     base = Path(tempfile.mkdtemp(prefix="pqd-cond-tmp-"))
+    usable: Path | None = None
     try:
         namespace_cm: contextlib.AbstractContextManager[MountNamespace | None]
         if kind == "long":
@@ -295,18 +310,34 @@ def hostile_tmpdir(kind: str, length: int = 106) -> Iterator[Tmpdir]:
                 path.mkdir()
         else:
             raise ConditionError(f"unknown temp dir kind {kind!r}")
-        ro: Sequence[Path | str] = []
-        if kind == "unwritable":
-            ro = [path]
-        elif kind == "none":
-            ro = [path, *_system_tmps()]
+        ro: list[Path | str] = []
+        if kind in ("unwritable", "none"):
+            ro.append(path)
+        cwd = None
+        if kind == "none" or not fallbacks:
+            if kind == "long":
+                raise ConditionError("a long TMPDIR is usable: it has no fallbacks to take away")
+            cwd = path if kind == "none" else base / "cwd"
+            cwd.mkdir(exist_ok=True)
+            ro += [p for p in (*_system_tmps(), cwd) if p not in ro]
+            usable = _usable_dir()
         namespace_cm = mount_namespace(read_only_steps(ro)) if ro else contextlib.nullcontext()
         with namespace_cm as namespace:
             prefix = namespace.wrap.prefix if namespace else ()
             wrap = Wrap(1, prefix, (("TMPDIR", str(path)),))
-            yield Tmpdir(path, wrap, namespace)
+            yield Tmpdir(path, wrap, namespace, cwd, usable)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        if usable is not None:
+            shutil.rmtree(usable, ignore_errors=True)
+
+
+def _usable_dir() -> Path:
+    """A writable directory that no temp dir condition makes read-only (not below /tmp)."""
+    for parent in ("/run", "/var/lib", "/root"):
+        if os.access(parent, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix="pqd-cond-usable-", dir=parent))
+    raise ConditionError("no writable directory outside /tmp, /var/tmp and /usr/tmp")
 
 
 def _system_tmps() -> list[str]:

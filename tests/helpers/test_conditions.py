@@ -251,6 +251,35 @@ def test_no_usable_tmpdir_at_all() -> None:
     assert "FileNotFoundError: [Errno 2] No usable temporary directory found" in done.stderr
 
 
+NO_TMP_PROBE = """
+    import json, os, tempfile
+    err = None
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError as exc:
+        err = str(exc)
+    os.environ["TMPDIR"] = {usable!r}  # outside every read-only directory
+    tempfile.tempdir = None
+    print(json.dumps({{"err": err, "usable": tempfile.gettempdir()}}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "unwritable"])
+def test_an_unusable_tmpdir_without_fallbacks_leaves_no_temp_dir(kind: str) -> None:
+    with c.hostile_tmpdir(kind, fallbacks=False) as tmp:
+        assert tmp.cwd is not None and tmp.usable is not None
+        seen = py(
+            NO_TMP_PROBE.format(usable=str(tmp.usable)),
+            tmp.wrap,
+            cwd=str(tmp.cwd),
+        )
+        usable = str(tmp.usable)
+    tried = [str(tmp.path), "/tmp", "/var/tmp", "/usr/tmp", str(tmp.cwd)]
+    assert seen == {"err": f"[Errno 2] No usable temporary directory found in {tried}",
+                    "usable": usable}  # fmt: skip
+    assert not tmp.path.exists() and not Path(usable).exists()
+
+
 POOL_JOB = """
     import json, os, sys, multiprocessing as mp
     if __name__ == "__main__":
