@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -155,6 +157,21 @@ def shm_phase_short(method: str) -> Iterator[Case]:
         )
 
 
+@contextlib.contextmanager
+def bus_before_shm_phase(method: str) -> Iterator[Case]:
+    """A SIGBUS in the jobs, before the shared-memory phase, of a probe whose 8 MiB block would
+    not fit its 4 MiB /dev/shm: a crash of the worker's own, not /dev/shm's shortage."""
+    with c.private_shm("4m") as ns, c.worker_hook() as hook:
+        hook.add("bus")
+        yield Case(
+            ("worker_died",),
+            "crashed",
+            ("pool worker pid", "SIGBUS"),
+            args=("--shared-memory-bytes", str(8 << 20), "--timeout", "8s"),
+            wraps=[ns.wrap, hook.wrap],
+        )
+
+
 def _partial(function: Callable[..., Any], *args: Any) -> Setup:
     return lambda method: function(*args, method)
 
@@ -177,8 +194,13 @@ CONDITIONS: dict[str, tuple[Setup, tuple[str, ...]]] = {
     ),
     "abort": (
         _partial(fault, "abrt", "crashed", "worker_died", ("pool worker pid", "SIGABRT")),
-        ("forkserver",),
+        METHODS,
     ),
+    "bus_error": (
+        _partial(fault, "bus", "crashed", "worker_died", ("pool worker pid", "SIGBUS")),
+        METHODS,
+    ),
+    "bus_error_before_a_short_shm_phase": (bus_before_shm_phase, METHODS),
     "unpicklable_result": (
         _partial(fault, "unpicklable_result", "unpicklable", "job_error", ("MaybeEncodingError",)),
         METHODS,
@@ -200,6 +222,17 @@ def once(case: Case, method: str, env: dict[str, str] | None = None) -> tuple[di
     assert done.stdout, (done.returncode, done.stderr[-2000:])
     (result,) = json.loads(done.stdout)
     return result, done.stderr
+
+
+def start(args: list[str], *wraps: c.Wrap) -> subprocess.Popen[str]:
+    """`pqd once --json ARGS` inside ``wraps``, left running (to act on its tree meanwhile)."""
+    return subprocess.Popen(
+        c.command([*PQD, *args], *wraps),
+        env=c.environment(*wraps),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_cause(result: dict[str, Any], stderr: str, case: Case) -> None:
@@ -225,14 +258,7 @@ def test_pqd_once_names_the_cause(condition: str, method: str) -> None:
 @pytest.mark.parametrize("method", ("forkserver", "spawn"))
 def test_semaphores_removed_while_the_cycle_runs(method: str) -> None:
     with c.private_shm("1m") as ns:
-        cmd = c.command([*PQD, "--start-method", method, "--timeout", "15s"], ns.wrap)
-        proc = subprocess.Popen(
-            cmd,
-            env=c.environment(ns.wrap),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start(["--start-method", method, "--timeout", "15s"], ns.wrap)
         try:
             c.wait_until(lambda: proc.pid in ns.pids() or proc.poll() is not None, "the namespace")
             with c.SemaphoreReaper(ns.shm_dir(proc.pid)) as reaper:
@@ -287,14 +313,7 @@ def test_a_worker_frozen_in_d_state_is_uninterruptible(method: str) -> None:
     once still returns: the frozen worker holds the runner's stderr pipe, not pqd's own."""
     with c.worker_hook() as hook, c.freezer_cgroup() as freezer:
         hook.add("sleep 30")
-        cmd = c.command([*PQD, "--start-method", method, "--timeout", "6s"], hook.wrap)
-        proc = subprocess.Popen(
-            cmd,
-            env=c.environment(hook.wrap),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start(["--start-method", method, "--timeout", "6s"], hook.wrap)
         try:
             victim = c.wait_until(hook.claimed, "a worker sleeping in its job")[0]
             freezer.move(victim)
@@ -320,11 +339,7 @@ def test_semaphores_removed_once_mid_job_are_counted_even_when_the_cycle_passes(
     SemLock._cleanup, and those tracebacks are counted as semaphore_removed warnings."""
     with c.private_shm("1m") as ns, c.worker_hook() as hook:
         hook.add("sleep 1")
-        cmd = c.command([*PQD, "--start-method", method, "--timeout", "15s"], ns.wrap, hook.wrap)
-        env = c.environment(ns.wrap, hook.wrap)
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        proc = start(["--start-method", method, "--timeout", "15s"], ns.wrap, hook.wrap)
         try:
             c.wait_until(lambda: proc.pid in ns.pids() or proc.poll() is not None, "the namespace")
             shm_dir = ns.shm_dir(proc.pid)
@@ -356,3 +371,72 @@ def test_fork_with_threads_is_counted_under_a_python_that_warns() -> None:
     # The Manager and the 4 workers are forked with the runner's threads alive.
     assert result["warnings"].get("fork_with_threads", 0) >= 5, result["warnings"]
     assert "DeprecationWarning" in result["stderr"] and done.stderr == ""
+
+
+def _run_until_claimed(
+    hook: c.WorkerHook, args: list[str], method: str
+) -> tuple[subprocess.Popen[str], int]:
+    proc = start(["--start-method", method, *args], hook.wrap)
+    try:
+        claimed = c.wait_until(
+            lambda: hook.claimed() or proc.poll() is not None, "a worker sleeping in its job"
+        )
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert claimed is not True and proc.poll() is None, "pqd once ended before the job slept"
+    return proc, claimed[0]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_sigkilled_from_outside_is_killed_not_oom(method: str) -> None:
+    """SIGKILL from outside pqd, no memory limit anywhere: killed, and the sentence says the
+    OOM killer was not it (a SIGKILL alone is never memory_limit)."""
+    with c.worker_hook() as hook:
+        hook.add("sleep 30")
+        proc, victim = _run_until_claimed(hook, ["--timeout", "20s"], method)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    (result,) = json.loads(out)
+    words = (f"pool worker pid {victim}", "SIGKILL", "no OOM kill was recorded")
+    assert_cause(result, err, Case(("worker_died",), "killed", words))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_job_that_only_overruns_is_unknown(method: str) -> None:
+    """A job sleeping past the deadline: nothing on the host is wrong, no process crashed,
+    stopped or sat in D, so no detector fires and pqd says so with the reason's own words."""
+    with c.worker_hook() as hook:
+        hook.add("sleep 30")
+        case = Case(
+            ("timeout",),
+            "unknown",
+            ("no host cause found", "timeout: producer job of round 1 unfinished after 3s"),
+            args=("--timeout", "3s"),
+            wraps=[hook.wrap],
+        )
+        result, stderr = once(case, method)
+        assert hook.claimed(), "no worker took the sleep: the condition was not created"
+    assert_cause(result, stderr, case)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_exiting_with_a_status_is_unknown(method: str) -> None:
+    """A worker that calls os._exit(3): an exit status, no signal, nothing on the host."""
+    with c.worker_hook() as hook:
+        hook.add("exit 3")
+        case = Case(
+            ("worker_died",),
+            "unknown",
+            ("no host cause found", "worker_died: pool worker pid", "(exit code 3)"),
+            args=("--timeout", "8s"),
+            wraps=[hook.wrap],
+        )
+        result, stderr = once(case, method)
+    assert_cause(result, stderr, case)
