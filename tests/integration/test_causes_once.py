@@ -7,6 +7,7 @@ the tree's stderr is kept with the cycle instead."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -217,8 +218,10 @@ CONDITIONS: dict[str, tuple[Setup, tuple[str, ...]]] = {
 PARAMS = [(name, method) for name, (_, methods) in CONDITIONS.items() for method in methods]
 
 
-def once(case: Case, method: str, env: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
-    done = c.run([*PQD, "--start-method", method, *case.args], *case.wraps, env=env)
+def once(
+    case: Case, method: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> tuple[dict[str, Any], str]:
+    done = c.run([*PQD, "--start-method", method, *case.args], *case.wraps, env=env, cwd=cwd)
     assert done.stdout, (done.returncode, done.stderr[-2000:])
     (result,) = json.loads(done.stdout)
     return result, done.stderr
@@ -439,4 +442,49 @@ def test_a_worker_exiting_with_a_status_is_unknown(method: str) -> None:
             wraps=[hook.wrap],
         )
         result, stderr = once(case, method)
+    assert_cause(result, stderr, case)
+
+
+#: What the sentence says of a TMPDIR of each kind.
+TMPDIR_PROBLEMS = {"missing": "missing", "file": "not a directory", "unwritable": "read-only"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", TMPDIR_PROBLEMS)
+def test_a_probes_unusable_tmpdir_without_fallbacks_is_named(kind: str, method: str) -> None:
+    """The probe's TMPDIR (its environment, as the application has it) missing, a file or
+    read-only, and /tmp, /var/tmp, /usr/tmp and the working directory read-only too: CPython's
+    tempfile finds no usable temporary directory when the runner starts its Manager. pqd's own
+    TMPDIR is usable, so pqd itself gets that far."""
+    with c.hostile_tmpdir(kind, fallbacks=False) as tmp:
+        assert tmp.cwd is not None and tmp.usable is not None
+        own = dataclasses.replace(tmp.wrap, env=(("TMPDIR", str(tmp.usable)),))
+        words = (
+            f"TMPDIR {tmp.path} is {TMPDIR_PROBLEMS[kind]}",
+            "/tmp read-only",
+            f"the working directory {tmp.cwd} read-only",
+        )
+        case = Case(
+            ("spawn_failed",),
+            "tmpdir_unusable",
+            words,
+            args=("--environment", f"TMPDIR={tmp.path}"),
+            wraps=[own],
+        )
+        result, stderr = once(case, method, cwd=str(tmp.cwd))
+    # Where the tree said it: the runner's own error (forkserver), or the Manager's traceback.
+    said = result["detail"] + result["stderr"]
+    assert "No usable temporary directory found in" in said, said[-2000:]
+    assert_cause(result, stderr, case)
+
+
+@pytest.mark.parametrize("kind", TMPDIR_PROBLEMS)
+def test_pqds_own_unusable_tmpdir_without_fallbacks_is_named(kind: str) -> None:
+    """The same in pqd's own environment: pqd cannot make the runner's private directories, so
+    no runner starts (under any start method: it fails before there is one)."""
+    with c.hostile_tmpdir(kind, fallbacks=False) as tmp:
+        words = (f"TMPDIR {tmp.path} is {TMPDIR_PROBLEMS[kind]}", "/var/tmp read-only")
+        case = Case(("spawn_failed",), "tmpdir_unusable", words, wraps=[tmp.wrap])
+        result, stderr = once(case, "forkserver", cwd=str(tmp.cwd))
+    assert result["detail"].startswith("starting the runner: "), result["detail"]
     assert_cause(result, stderr, case)

@@ -12,6 +12,8 @@ ended (a signal); then the state of the tree at the deadline. Standard library o
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import re
 import signal
 from dataclasses import dataclass
@@ -84,6 +86,9 @@ class Evidence:
     nofile: tuple[int, int] | None = None  # RLIMIT_NOFILE (soft, hard)
     nproc: tuple[int, int, int] | None = None  # RLIMIT_NPROC soft, processes of the uid, uid
     tmpdir: str = ""
+    # tempfile's candidates, in its order, and what is wrong with each ("" when usable), where
+    # the tree said "No usable temporary directory found in [...]" (see no_usable_tmpdirs).
+    tmp_candidates: tuple[tuple[str, str], ...] = ()
     workers: int = 0
     shm_phase: bool = False  # the failure came in the shared-memory phase
     shm_block: int = 0  # that phase's block, bytes
@@ -183,11 +188,7 @@ def _one_error(e: Evidence, block: str) -> tuple[str, str] | None:
     if "AF_UNIX path too long" in block:
         return "tmpdir_unusable", _tmpdir_sentence(e.tmpdir)
     if "No usable temporary directory" in block:
-        return (
-            "tmpdir_unusable",
-            "no usable temporary directory: TMPDIR, /tmp, /var/tmp, /usr/tmp "
-            "and the working directory are all missing or not writable",
-        )
+        return "tmpdir_unusable", _no_tmpdir_sentence(e.tmp_candidates)
     if _PICKLE.search(block):
         return (
             "unpicklable",
@@ -257,6 +258,61 @@ def _tmpdir_sentence(tmpdir: str) -> str:
         f"TMPDIR is {len(tmpdir)} characters; AF_UNIX socket paths allow {SUN_PATH_MAX} bytes and "
         f"multiprocessing adds {SOCKET_SUFFIX}: use a TMPDIR of at most "
         f"{SUN_PATH_MAX - SOCKET_SUFFIX} characters"
+    )
+
+
+#: The directories tempfile tries after TMPDIR, TEMP and TMP, before the working directory.
+SYSTEM_TMPDIRS = ("/tmp", "/var/tmp", "/usr/tmp")
+_NO_USABLE = "No usable temporary directory found in "
+
+
+def no_usable_tmpdirs(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """The candidates of the first "No usable temporary directory found in [...]" in ``texts``:
+    CPython's tempfile lists every directory it tried, in its order (TMPDIR, TEMP and TMP where
+    set, SYSTEM_TMPDIRS, then the working directory), as the repr of a list."""
+    for text in texts:
+        start = text.find(_NO_USABLE)
+        if start < 0:
+            continue
+        rest = text[start + len(_NO_USABLE) :]
+        end = rest.find("]")
+        while rest.startswith("[") and end >= 0:  # a path may hold "]": try each one
+            with contextlib.suppress(ValueError, SyntaxError):
+                found = ast.literal_eval(rest[: end + 1])
+                if isinstance(found, list) and all(isinstance(p, str) for p in found):
+                    return tuple(found)
+            end = rest.find("]", end + 1)
+    return ()
+
+
+def _no_tmpdir_sentence(candidates: tuple[tuple[str, str], ...]) -> str:
+    paths = [path for path, _ in candidates]
+    cut = next(
+        (i for i in range(len(paths) - 3, -1, -1) if tuple(paths[i : i + 3]) == SYSTEM_TMPDIRS),
+        None,
+    )
+    fix = (
+        f"set TMPDIR to a writable directory of at most {SUN_PATH_MAX - SOCKET_SUFFIX} "
+        "characters (multiprocessing makes its sockets there)"
+    )
+    if cut is None:
+        return (
+            "no usable temporary directory: TMPDIR, /tmp, /var/tmp, /usr/tmp and the working "
+            f"directory are all missing or not writable: {fix}"
+        )
+    variables, rest = candidates[:cut], candidates[cut:]
+    # tempfile reads TMPDIR, then TEMP, then TMP: the first one set comes first.
+    named = [
+        f"{'TMPDIR' if i == 0 else 'TEMP/TMP'} {path} is {problem or 'not usable'}"
+        for i, (path, problem) in enumerate(variables)
+    ] or ["TMPDIR is not set"]
+    others = [
+        f"{'the working directory ' if i >= 3 else ''}{path} {problem or 'not usable'}"
+        for i, (path, problem) in enumerate(rest)
+    ]
+    return (
+        f"no usable temporary directory: {', '.join(named)}, and no fallback is usable either "
+        f"({', '.join(others)}): {fix}"
     )
 
 

@@ -248,6 +248,26 @@ def real_uid(pid: int) -> int:
     return int(match.group(1)) if match else os.getuid()
 
 
+def dir_problem(path: str) -> str:
+    """What keeps tempfile from using ``path`` as a temp dir, in a word or two ("" if nothing
+    readable does: tempfile's own test is to create a file, which this does not)."""
+    if not os.path.exists(path):  # a dangling symlink too
+        return "missing"
+    if not os.path.isdir(path):
+        return "not a directory"
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else "not usable"
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "not writable"
+    if st.f_blocks and st.f_bavail == 0:
+        return "full"
+    return ""
+
+
 def tmpdir() -> str:
     try:
         return tempfile.gettempdir()

@@ -64,6 +64,7 @@ def gather(
     if nproc_limit is not None and nproc_limit >= 0 and uid != 0:  # root is exempt
         nproc = (nproc_limit, host_evidence.processes_of_uid(uid), uid)
     texts = (stderr, "\n".join(t for t in (result.detail, result.job_traceback) if t))
+    candidates = causes.no_usable_tmpdirs(texts)
     return Evidence(
         reason=result.reason or "",
         detail=result.detail,
@@ -77,6 +78,7 @@ def gather(
         nofile=nofile,
         nproc=nproc,
         tmpdir=host_evidence.tmpdir(),
+        tmp_candidates=tuple((p, host_evidence.dir_problem(p)) for p in candidates),
         workers=result.workers_configured,
         shm_phase=result.detail.startswith(causes.SHM_PHASE),
         shm_block=result.shared_memory_bytes,

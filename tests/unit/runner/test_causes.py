@@ -8,7 +8,16 @@ import dataclasses
 import pytest
 
 from pqd.results import FAILURE_CAUSES
-from pqd.runner.causes import Evidence, Exit, OomKills, PidsLimit, ShmFacts, classify, size
+from pqd.runner.causes import (
+    Evidence,
+    Exit,
+    OomKills,
+    PidsLimit,
+    ShmFacts,
+    classify,
+    no_usable_tmpdirs,
+    size,
+)
 
 SHM_OK = ShmFacts("/dev/shm", True, True, False, 64 << 20, 60 << 20)
 SHM_FULL = dataclasses.replace(SHM_OK, size_bytes=64 << 10, free_bytes=0)
@@ -38,6 +47,8 @@ process died unexpectedly, relaunching.  Some resources might leak.
 PIDS = PidsLimit("/limited", "12", 3, 2)
 OOM = OomKills("/mem", 150 << 20, 1, 150 << 20)
 KILLED_WORKER = Exit("pool worker", 1014, signal=9)
+TMP_CANDIDATES = (("/x/gone", "missing"), ("/tmp", "read-only"), ("/var/tmp", "read-only"),
+                  ("/usr/tmp", "missing"), ("/srv", "not writable"))  # fmt: skip
 
 CASES = [
     # (name, evidence, cause, words the sentence must have)
@@ -88,8 +99,13 @@ CASES = [
     ("TMPDIR too long (spawn: in the Manager's stderr, the runner saw EOF)", dict(texts=(
      "Process SyncManager-1:\nTraceback (most recent call last):\nOSError: AF_UNIX path too long"
      "\n", "EOFError"), tmpdir="/t" * 53), "tmpdir_unusable", ["106 characters"]),
-    ("no usable temp dir", dict(texts=("", "starting the runner: [Errno 2] No usable temporary "
-     "directory found in ['/tmp']")), "tmpdir_unusable", ["no usable temporary directory"]),
+    ("no usable temp dir, no candidates read", dict(texts=("", "starting the runner: [Errno 2] "
+     "No usable temporary directory found in ['/tmp']")), "tmpdir_unusable",
+     ["no usable temporary directory", "75 characters"]),
+    ("no usable temp dir: TMPDIR and each fallback named", dict(texts=("", "No usable temporary "
+     "directory found in [...]"), tmp_candidates=TMP_CANDIDATES), "tmpdir_unusable",
+     ["TMPDIR /x/gone is missing", "/tmp read-only", "/usr/tmp missing",
+      "the working directory /srv not writable", "75 characters"]),
     ("result does not pickle", dict(reason="job_error", texts=("", "<MaybeEncodingError: Error "
      "sending result: 'x'>")), "unpicklable", ["MaybeEncodingError"]),
     ("exception does not unpickle: the result handler died", dict(reason="timeout", texts=(
@@ -132,3 +148,31 @@ def test_sizes_read_as_people_write_them() -> None:
         "1.5 KiB",
         "an unknown amount",
     ]
+
+
+NO_TMPDIR = "FileNotFoundError: [Errno 2] No usable temporary directory found in "
+
+
+@pytest.mark.parametrize(
+    ("texts", "found"),
+    [
+        ((f"{NO_TMPDIR}['/a', '/tmp', '/var/tmp', '/usr/tmp', '/w']\n",),
+         ("/a", "/tmp", "/var/tmp", "/usr/tmp", "/w")),
+        (("EOFError", f"x\n  {NO_TMPDIR}['/b]c', \"/it's\"]"), ("/b]c", "/it's")),
+        ((f"{NO_TMPDIR}['/cut off",), ()),
+        (("OSError: AF_UNIX path too long",), ()),
+    ],
+)  # fmt: skip
+def test_the_temp_dirs_tempfile_tried_are_read_from_its_message(
+    texts: tuple[str, ...], found: tuple[str, ...]
+) -> None:
+    assert no_usable_tmpdirs(texts) == found
+
+
+def test_a_tmpdir_not_set_is_said_so() -> None:
+    evidence = dataclasses.replace(BASE, texts=(NO_TMPDIR,), tmp_candidates=TMP_CANDIDATES[1:])
+    assert classify(evidence)[1].startswith(
+        "no usable temporary directory: TMPDIR is not set, and no fallback is usable either "
+        "(/tmp read-only, /var/tmp read-only, /usr/tmp missing, the working directory /srv "
+        "not writable)"
+    )
