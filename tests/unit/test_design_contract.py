@@ -63,3 +63,18 @@ def test_the_layer_check_fails_on_an_upward_import_planted_in_the_tree(tmp_path:
     assert wrong == [f"{low} (layer {layer_of[low]}) imports {high} ({layer_of[high]})"]
     (root / "planted_unplaced.py").write_text("")
     assert "planted_unplaced is not placed in a layer" in upward_imports(layer_of, root)
+
+
+def test_the_readme_metrics_list_names_every_family_and_the_probe_info_labels() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n### Metrics\n")
+    listed = text[start : text.index("\n### ", start + 1)]
+    assert not sorted(set(DESIGN_FAMILIES) - set(re.findall(r"`(pqd_[a-z_]+)", listed)))
+    labels = re.search(r"`pqd_probe_info\{([a-z_,]+)\}`", listed)
+    assert labels is not None, "README's metrics list gives no labels of pqd_probe_info"
+    assert set(labels.group(1).split(",")) == {
+        "start_method",
+        "containment",
+        "python_version",
+        "python_implementation",
+    }
