@@ -100,6 +100,19 @@ def long_tmpdir(method: str) -> Iterator[Case]:
 
 
 @contextlib.contextmanager
+def long_probe_tmpdir(method: str) -> Iterator[Case]:
+    """The same TMPDIR given to the probe alone (its environment, as the application has it):
+    pqd's own temp dir is short, and the sentence must measure the probe's."""
+    with c.hostile_tmpdir("long", 106) as tmp:
+        yield Case(
+            ("spawn_failed",),
+            "tmpdir_unusable",
+            ("TMPDIR is 106 characters", "107 bytes"),
+            args=("--environment", f"TMPDIR={tmp.path}"),
+        )
+
+
+@contextlib.contextmanager
 def oom(method: str) -> Iterator[Case]:
     with c.memory_cgroup(150 * 2**20) as group, c.worker_hook() as hook:
         hook.add("oom 300000000")
@@ -187,6 +200,7 @@ CONDITIONS: dict[str, tuple[Setup, tuple[str, ...]]] = {
     "nofile_limit": (nofile, METHODS),
     "nproc_limit": (nproc, METHODS),
     "tmpdir_too_long": (long_tmpdir, METHODS),
+    "probe_tmpdir_too_long": (long_probe_tmpdir, METHODS),
     "oom_killed_worker": (oom, METHODS),
     "oom_killed_runner": (oom_runner, ("forkserver", "spawn")),
     "segfault": (

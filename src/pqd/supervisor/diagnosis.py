@@ -77,7 +77,9 @@ def gather(
         shm=host_evidence.shm_facts(),
         nofile=nofile,
         nproc=nproc,
-        tmpdir=host_evidence.tmpdir(),
+        # The runner's temp dir, as it read it when the cycle began (the probe's environment may
+        # set its own TMPDIR); pqd's own where the runner sent none.
+        tmpdir=(result.headroom and result.headroom.tmpdir) or host_evidence.tmpdir(),
         tmp_candidates=tuple((p, host_evidence.dir_problem(p)) for p in candidates),
         workers=result.workers_configured,
         shm_phase=result.detail.startswith(causes.SHM_PHASE),
