@@ -32,6 +32,7 @@ FAULTS = frozenset(
         "exit",
         "unpicklable_result",
         "unpicklable_error",
+        "leave_semaphores",
     }
 )
 
@@ -51,13 +52,28 @@ class WorkerHook:
     def add(self, fault: str) -> None:
         """Queue one fault ("segv", "oom 300000000", "sleep 20", ...): the next job to start
         in any pool worker takes it."""
-        if fault.partition(" ")[0] not in FAULTS:
-            raise ConditionError(f"unknown fault {fault!r}; one of {sorted(FAULTS)}")
+        self._check(fault)
         token = self.dir / f"fault-{self._queued:04d}"
         self._queued += 1
         partial = token.with_suffix(".tmp")
         partial.write_text(fault)
         partial.rename(token)  # whole, or not there
+
+    def every_job(self, fault: str | None) -> None:
+        """Every job from now on does ``fault`` too (``"leave_semaphores 1"``), until it is
+        replaced, or removed with None."""
+        token = self.dir / "every-job"
+        if fault is None:
+            token.unlink(missing_ok=True)
+            return
+        self._check(fault)
+        partial = token.with_suffix(".tmp")
+        partial.write_text(fault)
+        partial.rename(token)  # whole, or not there
+
+    def _check(self, fault: str) -> None:
+        if fault.partition(" ")[0] not in FAULTS:
+            raise ConditionError(f"unknown fault {fault!r}; one of {sorted(FAULTS)}")
 
     def _pids(self, prefix: str) -> list[int]:
         return sorted(

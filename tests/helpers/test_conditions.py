@@ -380,3 +380,36 @@ def test_kernel_log_reads_what_was_logged_after_opening() -> None:
     with c.KernelLog() as kernel:
         Path("/dev/kmsg").write_text(marker + "\n")  # a record ends at its newline
         c.wait_until(lambda: [m for m in kernel.read() if marker in m], "the marker")
+
+
+LEAVING_POOL = """
+    import json, os, multiprocessing as mp
+    if __name__ == "__main__":
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            pool.map(abs, range(3))  # three jobs
+        left = sorted(n for n in os.listdir("/dev/shm") if "-leak-" in n)
+        try:
+            ctx.Lock()
+            err = None
+        except OSError as exc:
+            err = exc.errno
+        print(json.dumps({"left": left, "lock_errno": err}))
+"""
+
+
+def test_worker_hook_every_job_leaves_named_semaphores_until_dev_shm_is_full() -> None:
+    # Each py() runs in a namespace of its own: a fresh 64 KiB /dev/shm (16 pages).
+    with c.private_shm("64k") as ns, c.worker_hook() as hook:
+        hook.every_job("leave_semaphores 2")
+        seen = py(LEAVING_POOL, ns.wrap, hook.wrap)
+        hook.every_job("leave_semaphores 1000")
+        full = py(LEAVING_POOL, ns.wrap, hook.wrap)
+    # Each job's two stayed, under the names multiprocessing gives its own (so pqd counts
+    # them as the cycle's).
+    left = [str(name) for name in seen["left"]]  # type: ignore[attr-defined]
+    assert len(left) == 6 and all(n.startswith("sem.mp-pqdcond-leak-") for n in left), left
+    assert seen["lock_errno"] is None
+    # A semaphore takes a page: the first job took every page the pool left, the other two
+    # found none and carried on; multiprocessing's next semaphore does not fit.
+    assert len(full["left"]) < 16 and full["lock_errno"] == errno.ENOSPC, full  # type: ignore[arg-type]

@@ -7,7 +7,9 @@ worker, under any start method:
 * takes at most one queued fault: a file ``fault-N`` in the hook dir, claimed atomically by
   renaming it to ``claimed-N-PID``; its text says what the claiming job does instead of
   running normally (``segv``, ``bus``, ``abrt``, ``oom BYTES``, ``sleep SECONDS``, ``stop``,
-  ``exit CODE``, ``unpicklable_result``, ``unpicklable_error``).
+  ``exit CODE``, ``unpicklable_result``, ``unpicklable_error``, ``leave_semaphores N``);
+* and, besides, the fault in a file ``every-job`` of the hook dir, if there is one: every job
+  does it, for as long as the file is there (a leak that repeats, cycle after cycle).
 
 It knows nothing of pqd: only that pqd's cycle runs a multiprocessing.Pool.
 """
@@ -50,6 +52,21 @@ def _sigbus(hook_dir: str) -> None:
         mapped[0]  # a page past the end of the file: SIGBUS
 
 
+def _leave_semaphores(count: int) -> None:
+    """Named semaphores left in /dev/shm: made as multiprocessing makes its own ("/mp-..."),
+    closed and never unlinked, as a process leaves them whose resource tracker is gone or that
+    never had one (billiard#293). Stops quietly once /dev/shm is full: the failure that follows
+    is the next semaphore multiprocessing itself needs, not this one."""
+    import _multiprocessing
+
+    for _ in range(count):
+        name = f"/mp-pqdcond-leak-{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            _multiprocessing.SemLock(1, 1, 1, name, False)  # SEMAPHORE, value, max, name, unlink
+        except OSError:
+            return
+
+
 def _fault(hook_dir: str, fault: str) -> Any:
     """Do the fault; return a replacement result, or None to run the job normally."""
     kind, _, arg = fault.partition(" ")
@@ -78,7 +95,17 @@ def _fault(hook_dir: str, fault: str) -> Any:
         return lambda: None
     elif kind == "unpicklable_error":
         raise _Unpicklable("fault hook raised an exception that cannot be unpickled", 7)
+    elif kind == "leave_semaphores":
+        _leave_semaphores(int(arg))
     return None
+
+
+def _every_job(hook_dir: str) -> str | None:
+    try:
+        with open(os.path.join(hook_dir, "every-job")) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def _wrap_job(hook_dir: str, func: Any) -> Any:
@@ -90,6 +117,11 @@ def _wrap_job(hook_dir: str, func: Any) -> Any:
             fault = _claim(hook_dir)
             if fault is not None:
                 replaced = _fault(hook_dir, fault)
+                if replaced is not None:
+                    return replaced
+            repeated = _every_job(hook_dir)
+            if repeated is not None:
+                replaced = _fault(hook_dir, repeated)
                 if replaced is not None:
                     return replaced
             return func(*args, **kwargs)
