@@ -12,8 +12,10 @@ import contextlib
 import multiprocessing.context
 import multiprocessing.managers
 import multiprocessing.pool
+import threading
 import time
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from pqd.runner import mp_private
 from pqd.runner.deadline_calls import BlockingCaller
@@ -111,10 +113,19 @@ class CycleProcesses:
     def finish_pool(self, pool: multiprocessing.pool.Pool) -> None:
         """Pool.terminate() once a dead worker can no longer hold it up: with the pool's queue
         locks replaced and the results it waits for forgotten."""
-        mp_private.replace_queue_locks(pool, self.ctx.Lock)
+        mp_private.replace_queue_locks(pool, self.queue_lock)
         mp_private.forget_pending_results(pool)
         with contextlib.suppress(Exception):
             self.caller.call(pool.terminate, REAP_SECONDS, "terminating the pool")
+
+    def queue_lock(self) -> Any:
+        """A lock of the pool's kind, or, where none can be made (ENOSPC: /dev/shm full, as the
+        jobs may have left it), a lock of this process: the tree is dead by now and only the
+        pool's threads here still take it. A semaphore is never worth a teardown that fails."""
+        try:
+            return self.ctx.Lock()
+        except OSError:
+            return threading.Lock()
 
     def retire_forkserver(self, own_pid: int) -> None:
         """After a cycle could not start its processes, stop the forkserver too: it may be what

@@ -29,24 +29,28 @@ from tests.helpers import fault_jobs
 
 def main():
     method, job, planted = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cycles = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     for n in range(planted):  # what earlier, killed cycles left behind
         with open(f"/dev/shm/sem.mp-planted{n}", "wb") as f:
             f.write(bytes(32))
     jobs = None
     if job == "leave":
         jobs = JobFunctions(producer=fault_jobs.shared_memory_leaving_producer)
-    st = os.statvfs("/dev/shm")
-    before = sorted(os.listdir("/dev/shm"))
-    result = run_cycle(ProbeConfig(start_method=method, timeout=20), jobs=jobs)
-    print(json.dumps({
-        "reason": result.reason,
-        "leaked": result.leaked_shm_objects,
-        "headroom": result.headroom.__dict__,
-        "size": st.f_blocks * st.f_frsize,
-        "available": st.f_bavail * st.f_frsize,
-        "before": before,
-        "after": sorted(os.listdir("/dev/shm")),
-    }))
+    for _ in range(cycles):
+        st = os.statvfs("/dev/shm")
+        before = sorted(os.listdir("/dev/shm"))
+        result = run_cycle(ProbeConfig(start_method=method, timeout=20), jobs=jobs)
+        print(json.dumps({
+            "reason": result.reason,
+            "cause": result.cause,
+            "cause_detail": result.cause_detail,
+            "leaked": result.leaked_shm_objects,
+            "headroom": result.headroom.__dict__,
+            "size": st.f_blocks * st.f_frsize,
+            "available": st.f_bavail * st.f_frsize,
+            "before": before,
+            "after": sorted(os.listdir("/dev/shm")),
+        }), flush=True)
 
 
 if __name__ == "__main__":
@@ -54,20 +58,29 @@ if __name__ == "__main__":
 """
 
 
-def cycle_in_private_shm(method: str, job: str, planted: int, fault: str = "") -> dict[str, Any]:
+def cycles_in_private_shm(
+    method: str, job: str, planted: int, fault: str = "", every_job: str = "", cycles: int = 1
+) -> list[dict[str, Any]]:
+    """What each of ``cycles`` cycles of one runner process saw."""
     with private_shm("1m") as namespace, worker_hook() as hook:
         if fault:
             hook.add(fault)
+        if every_job:
+            hook.every_job(every_job)
         done = run(
-            [sys.executable, "-c", RUNNER, method, job, str(planted)],
+            [sys.executable, "-c", RUNNER, method, job, str(planted), str(cycles)],
             namespace.wrap,
             hook.wrap,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             timeout=90,
         )
     assert done.returncode == 0, done.stderr[-2000:]
-    data: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    return data
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def cycle_in_private_shm(method: str, job: str, planted: int, fault: str = "") -> dict[str, Any]:
+    (seen,) = cycles_in_private_shm(method, job, planted, fault)
+    return seen
 
 
 @pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
@@ -104,6 +117,26 @@ def test_a_shared_memory_block_a_job_leaves_is_counted_as_leaked(method: str) ->
     assert seen["reason"] is None
     assert len(new) == 1 and new[0].startswith("psm_")
     assert seen["leaked"] == len(new) == 1
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_cycle_whose_jobs_fill_dev_shm_with_semaphores_still_ends_and_counts_them(
+    method: str,
+) -> None:
+    # Each job leaves named semaphores until /dev/shm is full (one takes a page). The pool's
+    # own were made before, so the jobs finish; the teardown must not need a new semaphore
+    # (the runner died of ENOSPC there, the cycle unreported). Its pool's pages, freed at
+    # teardown, are what the next cycle's pool takes: that one runs too, its jobs find no room.
+    filled, after = cycles_in_private_shm(
+        method, "plain", planted=0, every_job="leave_semaphores 1000", cycles=2
+    )
+    new = sorted(set(filled["after"]) - set(filled["before"]))
+    assert filled["reason"] is None
+    assert len(new) > 200 and all(n.startswith("sem.mp-pqdcond-leak-") for n in new)
+    assert filled["leaked"] == len(new)
+    assert 0 < after["available"] < 8 * 4096  # the pages the pool freed at teardown
+    assert after["reason"] is None and after["before"] == filled["after"] == after["after"]
+    assert after["headroom"]["shm_objects"] == len(new) and after["leaked"] == 0
 
 
 THREE_PROBES = "".join(
