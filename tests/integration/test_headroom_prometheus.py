@@ -9,14 +9,18 @@ test need not wait minutes (the edges of every `for:` are pinned by the promtool
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers import conditions as c
@@ -105,6 +109,29 @@ def pids_samples(group: c.Cgroup, seconds: float) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def sampling(read: Callable[[], int]) -> Iterator[list[int]]:
+    """``read()`` every 2 ms from a thread while held: the values, for a gauge that pqd reads
+    at one moment of a cycle (a cycle's start, the end of its jobs) the test cannot align
+    with. Both counts move within a cycle (threads, pipes), so the range the test saw over the
+    same cycles is the honest check, not equality."""
+    values: list[int] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(0.002):
+            with contextlib.suppress(OSError, psutil.Error):
+                values.append(read())
+
+    thread = threading.Thread(target=run, name="sampler", daemon=True)
+    thread.start()
+    try:
+        yield values
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def test_pids_alert_fires_before_any_cycle_fails_then_the_cause_is_process_limit(
     dirs: Path,
 ) -> None:
@@ -119,12 +146,14 @@ def test_pids_alert_fires_before_any_cycle_fails_then_the_cause_is_process_limit
                 limit = max(seen) + PIDS_MARGIN
                 group.write("pids.max", str(limit))
                 refused = group.keyed("pids.events").get("max", 0)
-                text = fires_before_any_failure(dirs, pqd, "PqdPidsNearLimit")
+                with sampling(lambda: int(group.read("pids.current"))) as during:
+                    text = fires_before_any_failure(dirs, pqd, "PqdPidsNearLimit")
                 # ... and before the kernel refused a single task.
                 assert group.keyed("pids.events").get("max", 0) == refused
                 assert sample(text, "pqd_pids_limit", probe="p") == limit
                 current = sample(text, "pqd_pids_current", probe="p")
                 assert current is not None and 0.9 * limit < current < limit
+                assert min(during) <= current <= max(during), (current, min(during), max(during))
                 group.write("pids.max", str(min(seen) + 4))  # below the need
                 fails_with_cause(pqd, "process_limit")
                 assert group.keyed("pids.events").get("max", 0) > refused
@@ -151,6 +180,118 @@ def test_shm_alert_fires_before_any_cycle_fails_then_the_cause_is_shm_full(dirs:
         ballast.unlink()
 
 
+def span(text: str) -> tuple[float, float]:
+    """When the cycle that ``text`` reports began and ended (Unix time)."""
+    ended = sample(text, "pqd_last_cycle_timestamp_seconds", probe="p")
+    duration = sample(text, "pqd_last_cycle_duration_seconds", probe="p")
+    assert ended is not None and duration is not None, text
+    return ended - duration, ended
+
+
+def counted_by_the_test(shm: Path, text: str) -> tuple[int, int]:
+    """(entries made during the cycle that ``text`` reports and still there, entries there as
+    it began), from the test's own listing of ``shm`` and each entry's mtime, placed in the
+    cycle's span. Exact whenever it is read after that cycle: nothing removes an entry here but
+    a pool's own, gone when its cycle ends, and a later cycle's are newer than the span."""
+    began, ended = span(text)
+    times = []
+    for entry in os.scandir(shm):
+        with contextlib.suppress(FileNotFoundError):  # a running cycle's pool, gone meanwhile
+            times.append(entry.stat().st_mtime_ns / 1e9)
+    return sum(began <= t <= ended for t in times), sum(t < began for t in times)
+
+
+def cycles_past(text: str, last: float) -> bool:
+    return (sample(text, "pqd_cycles_total", probe="p") or 0) > last
+
+
+def leaks_as_the_test_counts_them(
+    pqd: PqdProcess, shm: Path, cycles: int, since: float
+) -> list[int]:
+    """pqd_last_cycle_leaked_shm_objects and pqd_shm_objects of ``cycles`` successive cycles
+    begun after ``since``, each equal to what the test counts itself; the leaks of each."""
+    leaks: list[int] = []
+    last = 0.0
+    while len(leaks) < cycles:
+        text = pqd.scrape_until(partial(cycles_past, last=last), "the next cycle")
+        last = sample(text, "pqd_cycles_total", probe="p") or 0
+        if span(text)[0] < since:
+            continue  # begun before its jobs were told to leak
+        made, there = counted_by_the_test(shm, text)
+        assert sample(text, "pqd_last_cycle_leaked_shm_objects", probe="p") == made > 0, text
+        assert sample(text, "pqd_shm_objects", probe="p") == there, text
+        leaks.append(made)
+    return leaks
+
+
+#: Another process of the application in the probe's /dev/shm, leaking named semaphores as
+#: fast as there is room (each takes a page): what frees, it takes within milliseconds.
+LEAKER = (
+    "import _multiprocessing, os, time\n"
+    "n = 0\n"
+    "while True:\n"
+    "    try:\n"
+    "        _multiprocessing.SemLock(1, 1, 1, f'/mp-app-leak-{os.getpid()}-{n}', False)\n"
+    "        n += 1\n"
+    "    except OSError:\n"
+    "        time.sleep(0.002)\n"
+)
+
+
+def test_leaked_semaphores_alert_fires_before_any_cycle_fails_then_the_cause_is_shm_full(
+    dirs: Path,
+) -> None:
+    # 4 MiB: a thousand pages, a semaphore takes one. Each of a cycle's 10 jobs leaves one.
+    with (
+        c.private_shm("4m") as namespace,
+        c.worker_hook() as hook,
+        c.cpu_cgroup(1.5) as cpu,
+        daemon(dirs, namespace.wrap, hook.wrap, cpu.wrap) as pqd,
+    ):
+        shm = namespace.shm_dir(pqd.proc.pid)
+        hook.every_job("leave_semaphores 1")
+        since = time.time()
+        leaks = leaks_as_the_test_counts_them(pqd, shm, 3, since)
+        text = fires_before_any_failure(dirs, pqd, "PqdSharedMemoryObjectsGrowing")
+        leaks += leaks_as_the_test_counts_them(pqd, shm, 2, since)
+        assert leaks == [10] * len(leaks)
+        assert sample(text, "pqd_cpu_quota_cores", probe="p") == cpu_quota(cpu) == 1.5
+        assert sample(text, "pqd_tmpdir_usable", probe="p") == 1
+        # The probe's own cycles never run out: the pages a pool frees at teardown are what
+        # the next pool takes. The application's other processes take them first.
+        leaker = subprocess.Popen(
+            ["nsenter", "-t", str(pqd.proc.pid), "-m", sys.executable, "-c", LEAKER]
+        )
+        try:
+            fails_with_cause(pqd, "shm_full")
+            (failed, *_) = pqd.log_events("cycle failed")
+        finally:
+            leaker.kill()
+            leaker.wait(10)
+        assert failed["reason"] == "spawn_failed", failed
+        assert failed["cause_detail"].startswith("/dev/shm is full: 4.0 MiB tmpfs, 0 B free")
+        hook.every_job(None)
+        for entry in os.scandir(shm):  # let pqd stop cleanly
+            os.unlink(entry.path)
+
+
+def cpu_quota(group: c.Cgroup) -> float:
+    if group.version == 2:
+        quota, period = group.read("cpu.max").split()
+    else:
+        quota, period = group.read("cpu.cfs_quota_us"), group.read("cpu.cfs_period_us")
+    return int(quota) / int(period)
+
+
+def most_open_files(runner: psutil.Process) -> int:
+    """The most descriptors one process of the runner's tree holds now (its /proc/PID/fd)."""
+    counts = [runner.num_fds()]
+    for child in runner.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            counts.append(child.num_fds())
+    return max(counts)
+
+
 def runner_pid(pqd: PqdProcess) -> int:
     (runner,) = [p for p in pqd.descendants() if "pqd.runner.main" in " ".join(p.cmdline())]
     return runner.pid
@@ -161,10 +302,13 @@ def test_open_files_alert_fires_before_any_cycle_fails_then_the_cause_is_the_lim
 ) -> None:
     # A cycle's busiest process (the runner) holds 26 descriptors here: 30 is 87% of that.
     with daemon(dirs, c.rlimits(nofile=30)) as pqd:
-        text = fires_before_any_failure(dirs, pqd, "PqdOpenFilesNearLimit")
+        runner = psutil.Process(runner_pid(pqd))
+        with sampling(lambda: most_open_files(runner)) as during:
+            text = fires_before_any_failure(dirs, pqd, "PqdOpenFilesNearLimit")
         assert sample(text, "pqd_open_files_limit", probe="p") == 30
         held = sample(text, "pqd_last_cycle_max_open_files", probe="p")
         assert held is not None and 0.8 * 30 < held < 30
+        assert min(during) <= held <= max(during), (held, min(during), max(during))
         # Below the need, for the runner that pqd keeps between cycles.
         subprocess.run(["prlimit", "--pid", str(runner_pid(pqd)), "--nofile=16"], check=True)
         fails_with_cause(pqd, "open_files_limit")
