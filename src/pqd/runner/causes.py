@@ -38,6 +38,14 @@ class ShmFacts:
     read_only: bool  # ST_RDONLY
     size_bytes: int
     free_bytes: int
+    # statvfs f_files and f_favail: a tmpfs's nr_inodes, which its entries can use up with
+    # space to spare; 0 of 0 where nothing limits them (nr_inodes=0) or they were not read.
+    inodes: int = 0
+    free_inodes: int = 0
+
+    @property
+    def out_of_inodes(self) -> bool:
+        return self.inodes > 0 and self.free_inodes == 0
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,8 @@ def _one_error(e: Evidence, block: str) -> tuple[str, str] | None:
 def _errno(e: Evidence, number: int, block: str) -> tuple[str, str] | None:
     shm = e.shm
     near = block.lower()
-    if number == 28 and (shm is None or shm.free_bytes < 1 << 20 or "sem" in near or e.shm_phase):
+    short = shm is None or shm.free_bytes < 1 << 20 or shm.out_of_inodes
+    if number == 28 and (short or "sem" in near or e.shm_phase):
         return "shm_full", _shm_full_sentence(shm)
     if number == 30 and shm is not None and shm.read_only:
         return (
@@ -319,6 +328,12 @@ def _no_tmpdir_sentence(candidates: tuple[tuple[str, str], ...]) -> str:
 def _shm_full_sentence(shm: ShmFacts | None) -> str:
     if shm is None:
         return "no space left for a named semaphore in /dev/shm"
+    if shm.out_of_inodes:
+        return (
+            f"{shm.path} has no free inode: {shm.inodes - 1} entries use all {shm.inodes} of "
+            f"its nr_inodes, {size(shm.free_bytes)} of {size(shm.size_bytes)} still free (look "
+            "for leaked sem.mp-* and psm_* files, or mount it with a larger nr_inodes)"
+        )
     return (
         f"{shm.path} is full: {size(shm.size_bytes)} tmpfs, {size(shm.free_bytes)} free "
         "(in a container, raise --shm-size; look for leaked sem.mp-* and psm_* files)"

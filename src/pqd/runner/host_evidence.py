@@ -199,15 +199,16 @@ def oom_victims(since_monotonic: float) -> tuple[tuple[int, int], ...]:
 
 def shm_facts(path: str = SHM_DIR) -> ShmFacts:
     exists = os.path.isdir(path)
-    size = free = 0
+    size = free = inodes = free_inodes = 0
     read_only = False
     if exists:
         with contextlib.suppress(OSError):
             st = os.statvfs(path)
             size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+            inodes, free_inodes = st.f_files, st.f_favail
             read_only = bool(st.f_flag & os.ST_RDONLY)
     writable = exists and os.access(path, os.W_OK | os.X_OK)
-    return ShmFacts(path, exists, writable, read_only, size, free)
+    return ShmFacts(path, exists, writable, read_only, size, free, inodes, free_inodes)
 
 
 def limits(pid: int) -> tuple[tuple[int, int] | None, int | None]:

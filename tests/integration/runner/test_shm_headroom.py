@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.conditions import command, environment, private_shm, run, worker_hook
+from tests.helpers.namespaces import mount_namespace, shm_steps
 from tests.helpers.pqd_process import running_pqd, sample
 from tests.helpers.waiting import wait_until
 
@@ -59,10 +60,16 @@ if __name__ == "__main__":
 
 
 def cycles_in_private_shm(
-    method: str, job: str, planted: int, fault: str = "", every_job: str = "", cycles: int = 1
+    method: str,
+    job: str,
+    planted: int,
+    fault: str = "",
+    every_job: str = "",
+    cycles: int = 1,
+    size: str = "1m",
 ) -> list[dict[str, Any]]:
-    """What each of ``cycles`` cycles of one runner process saw."""
-    with private_shm("1m") as namespace, worker_hook() as hook:
+    """What each of ``cycles`` cycles of one runner process saw, in a /dev/shm of ``size``."""
+    with private_shm(size) as namespace, worker_hook() as hook:
         if fault:
             hook.add(fault)
         if every_job:
@@ -137,6 +144,22 @@ def test_a_cycle_whose_jobs_fill_dev_shm_with_semaphores_still_ends_and_counts_t
     assert 0 < after["available"] < 8 * 4096  # the pages the pool freed at teardown
     assert after["reason"] is None and after["before"] == filled["after"] == after["after"]
     assert after["headroom"]["shm_objects"] == len(new) and after["leaked"] == 0
+
+
+def test_a_dev_shm_out_of_inodes_with_space_to_spare_is_shm_full() -> None:
+    # nr_inodes=64: the directory takes one, 63 empty entries the rest, and all 4 MiB stay
+    # free. The pool's first semaphore gets ENOSPC all the same (pqd once classifies it).
+    plant = "i=0; while true 2>/dev/null > /dev/shm/sem.mp-planted$i; do i=$((i+1)); done"
+    with mount_namespace([*shm_steps("4m,nr_inodes=64"), plant]) as namespace:
+        done = run([sys.executable, "-m", "pqd", "once", "--json"], namespace.wrap, timeout=90)
+    (seen,) = json.loads(done.stdout)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert seen["reason"] == "spawn_failed" and seen["cause"] == "shm_full", seen
+    assert seen["cause_detail"].startswith(
+        "/dev/shm has no free inode: 63 entries use all 64 of its nr_inodes, "
+        "4.0 MiB of 4.0 MiB still free"
+    ), seen["cause_detail"]
+    assert seen["headroom"]["shm_objects"] == 63
 
 
 THREE_PROBES = "".join(

@@ -22,6 +22,10 @@ from pqd.runner.causes import (
 SHM_OK = ShmFacts("/dev/shm", True, True, False, 64 << 20, 60 << 20)
 SHM_FULL = dataclasses.replace(SHM_OK, size_bytes=64 << 10, free_bytes=0)
 SHM_RO = dataclasses.replace(SHM_OK, read_only=True)
+#: Out of inodes with space to spare: a tmpfs of nr_inodes=4096 whose entries took them all.
+SHM_NO_INODES = dataclasses.replace(SHM_OK, inodes=4096, free_inodes=0)
+#: nr_inodes=0, no limit: statvfs says 0 inodes of 0.
+SHM_UNLIMITED_INODES = dataclasses.replace(SHM_OK, inodes=0, free_inodes=0)
 SHM_ABSENT = ShmFacts("/dev/shm", False, False, False, 0, 0)
 SHM_MODE_000 = dataclasses.replace(SHM_OK, writable=False)
 BASE = Evidence(reason="spawn_failed", detail="", shm=SHM_OK, workers=8, tmpdir="/tmp")
@@ -56,6 +60,11 @@ CASES = [
      "shm_full", ["/dev/shm is full", "64 KiB", "0 B free", "--shm-size"]),
     ("ENOSPC elsewhere, /dev/shm roomy", dict(texts=("", "OSError: [Errno 28] No space")),
      "unknown", []),
+    ("shm out of inodes, space to spare", dict(texts=("", "OSError: [Errno 28] No space"),
+     shm=SHM_NO_INODES), "shm_full", ["/dev/shm has no free inode", "4095 entries", "60 MiB",
+     "nr_inodes"]),
+    ("ENOSPC elsewhere, /dev/shm inodes unlimited", dict(texts=("", "OSError: [Errno 28] x"),
+     shm=SHM_UNLIMITED_INODES), "unknown", []),
     ("shm read-only", dict(texts=("", "OSError: [Errno 30] Read-only file system"), shm=SHM_RO),
      "shm_unavailable", ["read-only"]),
     ("shm absent", dict(texts=("", "FileNotFoundError: [Errno 2] No such file"), shm=SHM_ABSENT),
