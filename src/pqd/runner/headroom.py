@@ -221,14 +221,16 @@ def shm_names() -> frozenset[str]:
 
 
 def _shm() -> tuple[int, int]:
-    """(size, available) of /dev/shm; what a writer cannot use is not available."""
+    """(size, available) of /dev/shm; what a writer cannot use is not available, nor is space
+    once a limited nr_inodes is used up (no new entry fits; f_files 0 is no limit)."""
     try:
         st = os.statvfs(SHM_DIR)
     except OSError:
         return 0, 0
     size = st.f_blocks * st.f_frsize
     writable = not st.f_flag & os.ST_RDONLY and os.access(SHM_DIR, os.W_OK | os.X_OK)
-    return size, st.f_bavail * st.f_frsize if writable else 0
+    out_of_inodes = st.f_files > 0 and st.f_favail == 0
+    return size, st.f_bavail * st.f_frsize if writable and not out_of_inodes else 0
 
 
 def tmpdir_check() -> tuple[str, str]:

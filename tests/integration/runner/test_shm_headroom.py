@@ -159,7 +159,10 @@ def test_a_dev_shm_out_of_inodes_with_space_to_spare_is_shm_full() -> None:
         "/dev/shm has no free inode: 63 entries use all 64 of its nr_inodes, "
         "4.0 MiB of 4.0 MiB still free"
     ), seen["cause_detail"]
+    # No entry fits: nothing of its space is available, so PqdSharedMemoryLow sees it too.
     assert seen["headroom"]["shm_objects"] == 63
+    assert seen["headroom"]["shm_available_bytes"] == 0
+    assert seen["headroom"]["shm_size_bytes"] == 4 << 20
 
 
 THREE_PROBES = "".join(
