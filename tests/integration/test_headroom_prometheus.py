@@ -218,6 +218,7 @@ def leaks_as_the_test_counts_them(
         if span(text)[0] < since:
             continue  # begun before its jobs were told to leak
         made, there = counted_by_the_test(shm, text)
+        assert sample(text, "pqd_last_cycle_success", probe="p") == 1, text
         assert sample(text, "pqd_last_cycle_leaked_shm_objects", probe="p") == made > 0, text
         assert sample(text, "pqd_shm_objects", probe="p") == there, text
         leaks.append(made)
@@ -257,8 +258,12 @@ def test_leaked_semaphores_alert_fires_before_any_cycle_fails_then_the_cause_is_
         assert leaks == [10] * len(leaks)
         assert sample(text, "pqd_cpu_quota_cores", probe="p") == cpu_quota(cpu) == 1.5
         assert sample(text, "pqd_tmpdir_usable", probe="p") == 1
-        # The probe's own cycles never run out: the pages a pool frees at teardown are what
-        # the next pool takes. The application's other processes take them first.
+        # The next cycle's first job fills /dev/shm; that cycle still ends well (its teardown
+        # needs no new semaphore) and counts them all. Its own pages, freed at teardown, are
+        # what the next pool would take: the application's other processes take them first.
+        hook.every_job("leave_semaphores 100000")
+        (filled,) = leaks_as_the_test_counts_them(pqd, shm, 1, time.time())
+        assert filled > 500 and c.space(shm).available < 8 * 4096
         leaker = subprocess.Popen(
             ["nsenter", "-t", str(pqd.proc.pid), "-m", sys.executable, "-c", LEAKER]
         )
