@@ -91,6 +91,27 @@ def cycle_processes(pqd: PqdProcess) -> tuple[list[psutil.Process], list[psutil.
     return managers, workers
 
 
+def idle_runner_tree(pqd: PqdProcess, probe: str) -> list[psutil.Process]:
+    """The helpers (forkserver, resource tracker) and, last, the runner of pqd's only probe,
+    under forkserver, right after a cycle ended: the runner then has just those two children
+    and the forkserver none (a cycle's Manager and workers are its children). A runner is
+    started with its first cycle, so one seen before any cycle ended may be in a cycle."""
+    done = counter(pqd, "pqd_cycles_total", probe=probe)
+    pqd.scrape_until(
+        lambda t: (sample(t, "pqd_cycles_total", probe=probe) or 0) > done, "a cycle to end"
+    )
+
+    def found() -> list[psutil.Process] | None:
+        with contextlib.suppress(psutil.Error, ValueError):  # ValueError: not one child
+            (runner,) = psutil.Process(pqd.pid).children()
+            helpers = runner.children()
+            if len(helpers) == 2 and not any(h.children() for h in helpers):
+                return [*helpers, runner]
+        return None
+
+    return wait_until(found, "the probe's runner between cycles")
+
+
 def in_a_cycle(pqd: PqdProcess) -> tuple[psutil.Process, list[psutil.Process]]:
     def found() -> tuple[psutil.Process, list[psutil.Process]] | None:
         managers, workers = cycle_processes(pqd)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import conditions as c
-from tests.helpers.pqd_process import PqdProcess, running_pqd, sample
+from tests.helpers.daemon_faults import idle_runner_tree
+from tests.helpers.pqd_process import PqdProcess, running_pqd, sample, wait_until
 
 PQD = [sys.executable, "-m", "pqd"]
 ONE_PROBE = '[probes.p]\ninterval = "1s"\ntimeout = "10s"\nworkers = 8\n'
@@ -43,6 +44,28 @@ def assert_page_names_it(pqd: PqdProcess, line: dict[str, str], cause: str) -> N
     status, page = pqd.get(f"/cycles/{line['cycle_id']}")
     assert status == 200
     assert f"{cause}: " in page, page[:3000]
+
+
+def assert_on_every_surface(
+    pqd: PqdProcess, cause: str, words: tuple[str, ...], seconds: float = 60
+) -> dict[str, str]:
+    """The cause counted and the last cycle's state set on it, its sentence with ``words`` in a
+    failed cycle's log line, its page naming it, nothing raw in the log; that line."""
+    text = pqd.scrape_until(
+        lambda t: (sample(t, "pqd_cycle_failure_causes_total", probe="p", cause=cause) or 0) >= 1,
+        f"a {cause} cycle",
+        seconds=seconds,
+    )
+    assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause=cause) == 1
+    assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause="none") == 0
+    lines = wait_until(
+        lambda: [x for x in failed_lines(pqd) if x["cause"] == cause], f"a {cause} log line"
+    )
+    for word in words:
+        assert word in lines[0]["cause_detail"], (word, lines[0])
+    assert_page_names_it(pqd, lines[0], cause)
+    assert_no_raw_output(pqd)
+    return lines[0]
 
 
 def _wraps(condition: str, stack: contextlib.ExitStack) -> tuple[list[c.Wrap], str]:
@@ -153,3 +176,55 @@ def test_an_oom_killed_worker_is_named_with_its_peak(tmp_path: Path) -> None:
         assert_no_raw_output(pqd)
     assert "OOM killer" in line["cause_detail"] and "150 MiB" in line["cause_detail"]
     assert (sample(text, "pqd_last_cycle_max_rss_bytes", probe="p") or 0) > 60 * 2**20
+
+
+def test_a_pids_limit_of_12_with_8_workers_is_named_with_its_numbers(tmp_path: Path) -> None:
+    """The issue's row under `pqd run`: the probe's runner and its helpers (the forkserver forks
+    the workers) are moved between cycles into a pids cgroup of 12, which a cycle of 8 workers
+    does not fit in. The daemon itself (a dozen threads) stays outside, as pqd's own probe
+    cgroups leave it (docs/design.md §1a, "Containment")."""
+    config = ONE_PROBE.replace('interval = "1s"', 'interval = "3s"')
+    with c.pids_cgroup(12) as group, daemon(tmp_path, config) as pqd:
+        for process in idle_runner_tree(pqd, "p"):
+            group.move(process.pid)
+        line = assert_on_every_surface(
+            pqd, "process_limit", ("pids limit of the cgroup", group.path.name, "12 of 12")
+        )
+        refused = group.keyed("pids.events")["max"]
+    assert refused > 0 and "fork(s) refused" in line["cause_detail"], line
+
+
+def test_the_oom_killer_taking_the_runner_is_named(tmp_path: Path) -> None:
+    """The probe's runner and its helpers are moved between cycles into a memory cgroup of
+    16 MiB (v1 charges stay where they were made, so the group starts near empty); the next
+    cycle's Manager and 8 workers do not fit. The runner's oom_score_adj of 1000 makes it the
+    OOM killer's choice in the group (else the forkserver, about as large, may be), so pqd sees
+    its runner die of SIGKILL; the daemon, outside, starts a new one."""
+    config = ONE_PROBE.replace('interval = "1s"', 'interval = "3s"')
+    with c.memory_cgroup(16 * 2**20) as group, daemon(tmp_path, config) as pqd:
+        *helpers, runner = idle_runner_tree(pqd, "p")
+        Path(f"/proc/{runner.pid}/oom_score_adj").write_text("1000")
+        for process in [*helpers, runner]:
+            group.move(process.pid)
+        words = (f"runner pid {runner.pid}", "OOM killer", "16 MiB", group.path.name)
+        line = assert_on_every_surface(pqd, "memory_limit", words)
+        kills = c.oom_kills(group)
+    assert kills >= 1 and line["reason"] == "helper_died", line
+
+
+def test_a_runner_that_cannot_start_under_a_pids_limit_is_named(tmp_path: Path) -> None:
+    """The daemon alone moved into a pids cgroup that holds just its own tasks, and its warm
+    runner killed between cycles: the next cycle's new runner, born in that cgroup, cannot
+    start. The limit that refused it is named, not only an EAGAIN."""
+    config = ONE_PROBE.replace('interval = "1s"', 'interval = "3s"')
+    with c.pids_cgroup("max") as group, daemon(tmp_path, config) as pqd:
+        runner = idle_runner_tree(pqd, "p")[-1]
+        group.move(pqd.pid)
+        try:
+            group.write("pids.max", group.read("pids.current"))
+            runner.kill()
+            words = ("pids limit of the cgroup", group.path.name)
+            line = assert_on_every_surface(pqd, "process_limit", words)
+        finally:
+            group.write("pids.max", "max")
+    assert line["reason"] == "spawn_failed" and "starting the runner" in line["detail"], line

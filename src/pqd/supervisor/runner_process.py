@@ -67,9 +67,6 @@ class RunnerProcess:
     group: ProbeCgroup | None
     stacks_dir: str  # where its tree's processes write their stack dumps (pqd.runner.stacks)
     stderr: StderrCapture  # what its tree writes to stderr, read whenever pqd waits on it
-    # The runner's pids and memory cgroups with their ancestors (pqd.runner.host_evidence),
-    # found at its first cycle: it stays in them.
-    cgroup_dirs: dict[str, list[str]] | None = None
     reader: LineReader = field(default_factory=LineReader)
     # What it was started with (the probe's python and environment): a probe whose settings
     # changed gets a new runner.

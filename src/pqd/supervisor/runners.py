@@ -247,14 +247,17 @@ class Runners:
             self._kill(runner)  # died between cycles, or python or environment changed
             runner = None
         if runner is None:
+            # A new runner is born in pqd's own cgroups: a limit there can refuse it.
+            born = Counters.read(os.getpid())
             try:
                 runner = self._start(probe, deadline)
             except (OSError, TimeoutError) as exc:
                 failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
-                return diagnose(failed, ("", 0, {}), os.getpid(), None, {})
+                return diagnose(failed, ("", 0, {}), os.getpid(), born, {})
         # The cgroup counters as the cycle begins: what moved by its end is evidence of a cause.
-        before = Counters.read(runner.pid, runner.cgroup_dirs)
-        runner.cgroup_dirs = before.dirs
+        # Its cgroups are found afresh each cycle (some 0.1 ms): a warm runner can be moved
+        # between them (by an operator, cgrulesengd, a container runtime) after it started.
+        before = Counters.read(runner.pid)
         cpu_before = runner.group.cpu_seconds() if runner.group is not None else None
         try:
             runner.send(probe, progress.cycle_id)
