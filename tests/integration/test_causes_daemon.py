@@ -5,6 +5,7 @@ pqd_last_cycle_cause all name it, and nothing of the tree reaches the daemon's l
 from __future__ import annotations
 
 import contextlib
+import html
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,10 @@ def assert_no_raw_output(pqd: PqdProcess) -> None:
 
 
 def assert_page_names_it(pqd: PqdProcess, line: dict[str, str], cause: str) -> None:
+    """The cycle's page gives the cause with the log line's whole sentence."""
     status, page = pqd.get(f"/cycles/{line['cycle_id']}")
     assert status == 200
-    assert f"{cause}: " in page, page[:3000]
+    assert f"{cause}: {line['cause_detail']}" in html.unescape(page), page[:3000]
 
 
 def assert_on_every_surface(
@@ -89,44 +91,38 @@ def _wraps(condition: str, stack: contextlib.ExitStack) -> tuple[list[c.Wrap], s
     return [hook.wrap], ""
 
 
-@pytest.mark.parametrize(
-    ("condition", "cause", "words"),
-    [
-        ("shm_fill", "shm_full", ("/dev/shm is full", "64 KiB")),
-        ("shm_read_only", "shm_unavailable", ("read-only",)),
-        ("shm_absent", "shm_unavailable", ("does not exist",)),
-        ("shm_mode_000", "shm_unavailable", ("not writable",)),
-        ("shm_phase_short", "shm_full", ("SIGBUS", "8.0 MiB shared-memory block")),
-        ("nofile", "open_files_limit", ("RLIMIT_NOFILE", "of 24")),
-        ("nproc", "process_limit", (f"RLIMIT_NPROC of {NPROC}",)),
-        ("tmpdir", "tmpdir_unusable", ("TMPDIR is 106 characters",)),
-        ("segv", "crashed", ("SIGSEGV",)),
-        ("unpicklable_result", "unpicklable", ("MaybeEncodingError",)),
-        ("unpicklable_error", "unpicklable", ("TypeError",)),
-        ("stop", "stopped", ("state T",)),
-    ],
-)
+#: (condition, cause, words of the sentence).
+SURFACE_CASES = [
+    ("shm_fill", "shm_full", ("/dev/shm is full", "64 KiB")),
+    ("shm_read_only", "shm_unavailable", ("read-only",)),
+    ("shm_absent", "shm_unavailable", ("does not exist",)),
+    ("shm_mode_000", "shm_unavailable", ("not writable",)),
+    ("shm_phase_short", "shm_full", ("SIGBUS", "8.0 MiB shared-memory block")),
+    ("nofile", "open_files_limit", ("RLIMIT_NOFILE", "of 24")),
+    ("nproc", "process_limit", (f"RLIMIT_NPROC of {NPROC}",)),
+    ("tmpdir", "tmpdir_unusable", ("TMPDIR is 106 characters",)),
+    ("segv", "crashed", ("pool worker pid", "SIGSEGV")),
+    ("abrt", "crashed", ("pool worker pid", "SIGABRT")),
+    ("unpicklable_result", "unpicklable", ("MaybeEncodingError",)),
+    ("unpicklable_error", "unpicklable", ("TypeError",)),
+    ("stop", "stopped", ("state T",)),
+]
+#: The default start method (forkserver) and spawn: each starts its workers its own way.
+METHODS = ("default", "spawn")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("condition", "cause", "words"), SURFACE_CASES)
 def test_a_condition_is_named_on_every_surface(
-    tmp_path: Path, condition: str, cause: str, words: tuple[str, ...]
+    tmp_path: Path, condition: str, cause: str, words: tuple[str, ...], method: str
 ) -> None:
     with contextlib.ExitStack() as stack:
         wraps, extra = _wraps(condition, stack)
+        if method != "default":
+            extra += f'start_method = "{method}"\n'
         config = ONE_PROBE.replace('timeout = "10s"', 'timeout = "6s"') + extra
         pqd = stack.enter_context(daemon(tmp_path, config, *wraps))
-        text = pqd.scrape_until(
-            lambda t: (
-                (sample(t, "pqd_cycle_failure_causes_total", probe="p", cause=cause) or 0) >= 1
-            ),
-            f"a {cause} cycle",
-            seconds=60,
-        )
-        assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause=cause) == 1
-        assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause="none") == 0
-        line = next(x for x in failed_lines(pqd) if x["cause"] == cause)
-        for word in words:
-            assert word in line["cause_detail"], line
-        assert_page_names_it(pqd, line, cause)
-        assert_no_raw_output(pqd)
+        assert_on_every_surface(pqd, cause, words)
 
 
 def test_a_pids_limit_is_one_cause_whatever_part_of_the_cycle_tripped(tmp_path: Path) -> None:
@@ -176,6 +172,38 @@ def test_an_oom_killed_worker_is_named_with_its_peak(tmp_path: Path) -> None:
         assert_no_raw_output(pqd)
     assert "OOM killer" in line["cause_detail"] and "150 MiB" in line["cause_detail"]
     assert (sample(text, "pqd_last_cycle_max_rss_bytes", probe="p") or 0) > 60 * 2**20
+
+
+def test_semaphores_removed_under_a_running_daemon(tmp_path: Path) -> None:
+    """RemoveIPC=yes under `pqd run`: every named semaphore is unlinked as soon as it appears
+    in the daemon's private /dev/shm, so a cycle's workers cannot rebuild theirs."""
+    with (
+        c.private_shm("1m") as ns,
+        daemon(tmp_path, ONE_PROBE, ns.wrap) as pqd,
+        c.SemaphoreReaper(ns.shm_dir(pqd.pid)) as reaper,
+    ):
+        assert_on_every_surface(pqd, "semaphore_removed", ("sem.mp-", "RemoveIPC"))
+    assert reaper.removed, "the reaper removed no semaphore: the condition was not created"
+
+
+def test_a_worker_frozen_in_d_state_is_uninterruptible_under_the_daemon(tmp_path: Path) -> None:
+    """A v1 freezer puts the sleeping worker in state D at the deadline; the daemon names it and
+    goes on (the frozen worker is thawed once the cause is read, so the tree can be killed)."""
+    config = ONE_PROBE.replace('timeout = "10s"', 'timeout = "6s"')
+    with (
+        c.worker_hook() as hook,
+        c.freezer_cgroup() as freezer,
+        daemon(tmp_path, config, hook.wrap) as pqd,
+    ):
+        hook.add("sleep 30")
+        victim = c.wait_until(hook.claimed, "a worker sleeping in its job")[0]
+        try:
+            freezer.move(victim)
+            c.freeze(freezer)
+            assert c.proc_state(victim) == "D", "the freezer did not make the worker D"
+            assert_on_every_surface(pqd, "uninterruptible", (f"pid {victim}", "state D"))
+        finally:
+            c.freeze(freezer, frozen=False)
 
 
 def test_a_pids_limit_of_12_with_8_workers_is_named_with_its_numbers(tmp_path: Path) -> None:
