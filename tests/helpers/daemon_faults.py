@@ -120,60 +120,89 @@ def in_a_cycle(pqd: PqdProcess) -> tuple[psutil.Process, list[psutil.Process]]:
     return wait_until(found, "a victim cycle in progress")
 
 
+def failed_lines(pqd: PqdProcess, reason: str) -> list[dict[str, str]]:
+    """The victim probe's failed cycles of ``reason``, from the log."""
+    return [
+        line
+        for line in pqd.log_events("cycle failed")
+        if line.get("probe") == "victim" and line.get("reason") == reason
+    ]
+
+
+def _inject_until_counted(
+    pqd: PqdProcess, reason: str, inject: Callable[[], None], before: float
+) -> str:
+    """Inject until a victim failure of ``reason`` is counted; that scrape. A fault that lands
+    after the last job, while the pool is being closed anyway, does not fail the cycle (its
+    measurements are complete): then the next cycle is hit again."""
+    for _attempt in range(5):
+        inject()
+        try:
+            return pqd.scrape_until(
+                lambda t: (
+                    (sample(t, "pqd_cycle_failures_total", probe="victim", reason=reason) or 0)
+                    > before
+                ),
+                f"a {reason} failure to be counted",
+                seconds=15,
+            )
+        except AssertionError:
+            continue
+    raise AssertionError(f"no {reason} failure counted after 5 injections")
+
+
+def _assert_cause(
+    text: str, line: dict[str, str], cause: str, words: tuple[str, ...], before: float
+) -> None:
+    """The failed cycle's cause on the counter, the state set and its log line's sentence."""
+    counted = sample(text, "pqd_cycle_failure_causes_total", probe="victim", cause=cause) or 0
+    assert counted > before, (cause, line)
+    last = sample(text, "pqd_last_cycle_cause", probe="victim", pqd_last_cycle_cause=cause)
+    assert last == 1, (cause, line)
+    assert line["cause"] == cause, line
+    for word in words:
+        assert word in line["cause_detail"], (word, line)
+
+
 def assert_failure_then_success(
     pqd: PqdProcess,
     scraper: Scraper,
     reason: str,
     inject: Callable[[], None],
     cause: str | None = None,
-) -> None:
-    """``inject`` fails a victim cycle with ``reason`` (and, given, ``cause``: the same write
-    counts both, docs/design.md §1 "Causes"); the next victim cycle and the bystander succeed."""
+    words: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """``inject`` fails a victim cycle with ``reason`` (and, given, ``cause``, on its counter,
+    ``pqd_last_cycle_cause`` and its log line with ``words`` in the sentence: the same write
+    counts both, docs/design.md §1 "Causes"); the next victim cycle (its cause ``none``) and the
+    bystander succeed. Returns the failed cycle's log line."""
     failures_before = counter(pqd, "pqd_cycle_failures_total", probe="victim", reason=reason)
-    causes_before = {
-        c: counter(pqd, "pqd_cycle_failure_causes_total", probe="victim", cause=c)
-        for c in ([cause] if cause else [])
-    }
+    cause_before = counter(pqd, "pqd_cycle_failure_causes_total", probe="victim", cause=cause or "")
+    lines_before = len(failed_lines(pqd, reason))
     bystander_before = counter(pqd, "pqd_cycles_total", probe="bystander")
-    # A fault that lands after the last job, while the pool is being closed anyway, does not
-    # fail the cycle (its measurements are complete): then the next cycle is hit again.
-    text = ""
-    for _attempt in range(5):
-        inject()
-        try:
-            text = pqd.scrape_until(
-                lambda t: (
-                    (sample(t, "pqd_cycle_failures_total", probe="victim", reason=reason) or 0)
-                    > failures_before
-                ),
-                f"a {reason} failure to be counted",
-                seconds=15,
-            )
-            break
-        except AssertionError:
-            continue
-    assert text, f"no {reason} failure counted after 5 injections"
-    for name, before in causes_before.items():
-        counted = sample(text, "pqd_cycle_failure_causes_total", probe="victim", cause=name) or 0
-        lines = [line for line in pqd.log_events("cycle failed") if line.get("reason") == reason]
-        assert counted > before, (name, lines[-1:])
+    text = _inject_until_counted(pqd, reason, inject, failures_before)
+    line = wait_until(
+        lambda: failed_lines(pqd, reason)[lines_before:][:1], f"the {reason} cycle's log line"
+    )[0]
+    if cause is not None:
+        _assert_cause(text, line, cause, words, cause_before)
     successes = sample(text, "pqd_last_cycle_success_timestamp_seconds", probe="victim") or 0
-    pqd.scrape_until(
+    text = pqd.scrape_until(
         lambda t: (
             (sample(t, "pqd_last_cycle_success_timestamp_seconds", probe="victim") or 0) > successes
             and sample(t, "pqd_last_cycle_success", probe="victim") == 1
         ),
         "the next victim cycle to succeed",
     )
-    if "[probes.bystander]" not in pqd.config_path.read_text():
-        assert scraper.failures == []
-        return
-    pqd.scrape_until(
-        lambda t: (
-            (sample(t, "pqd_cycles_total", probe="bystander") or 0) > bystander_before
-            and sample(t, "pqd_last_cycle_success", probe="bystander") == 1
-        ),
-        "the bystander probe to keep cycling successfully",
-    )
+    assert sample(text, "pqd_last_cycle_cause", probe="victim", pqd_last_cycle_cause="none") == 1
+    if "[probes.bystander]" in pqd.config_path.read_text():
+        pqd.scrape_until(
+            lambda t: (
+                (sample(t, "pqd_cycles_total", probe="bystander") or 0) > bystander_before
+                and sample(t, "pqd_last_cycle_success", probe="bystander") == 1
+            ),
+            "the bystander probe to keep cycling successfully",
+        )
+        assert scraper.count > 0
     assert scraper.failures == []
-    assert scraper.count > 0
+    return line

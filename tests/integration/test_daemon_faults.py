@@ -18,6 +18,7 @@ from tests.helpers.daemon_faults import (
     HARNESS,
     REPO,
     assert_failure_then_success,
+    counter,
     cycle_processes,
     faulty_pqd,
     in_a_cycle,
@@ -30,46 +31,63 @@ pytestmark = pytest.mark.per_python
 
 
 def test_worker_sigkilled(tmp_path: Path) -> None:
+    killed: list[int] = []
     with faulty_pqd(tmp_path) as (pqd, scraper):
 
         def inject() -> None:
             _, workers = in_a_cycle(pqd)
             workers[0].send_signal(signal.SIGKILL)
+            killed.append(workers[0].pid)
 
         # A SIGKILL with no OOM kill counted: something outside pqd killed it.
-        assert_failure_then_success(pqd, scraper, "worker_died", inject, cause="killed")
+        words = ("was killed by SIGKILL", "no OOM kill was recorded")
+        line = assert_failure_then_success(pqd, scraper, "worker_died", inject, "killed", words)
+    assert any(f"pool worker pid {pid} " in line["cause_detail"] for pid in killed), line
 
 
 def test_worker_sigstopped(tmp_path: Path) -> None:
+    stopped: list[int] = []
     with faulty_pqd(tmp_path) as (pqd, scraper):
 
         def inject() -> None:
             _, workers = in_a_cycle(pqd)
             for worker in workers:  # whichever is busy or holds the task lock: all stopped
                 worker.send_signal(signal.SIGSTOP)
+                stopped.append(worker.pid)
 
-        assert_failure_then_success(pqd, scraper, "timeout", inject, cause="stopped")
+        line = assert_failure_then_success(pqd, scraper, "timeout", inject, "stopped", ("state T",))
+    detail = line["cause_detail"]
+    assert detail.startswith("pool worker "), line
+    assert any(f" pid {pid} was stopped" in detail for pid in stopped), line
 
 
 def test_manager_sigkilled(tmp_path: Path) -> None:
+    killed: list[int] = []
     with faulty_pqd(tmp_path) as (pqd, scraper):
 
         def inject() -> None:
             manager, _ = in_a_cycle(pqd)
             manager.send_signal(signal.SIGKILL)
+            killed.append(manager.pid)
 
-        assert_failure_then_success(pqd, scraper, "manager_died", inject, cause="killed")
+        words = ("was killed by SIGKILL", "no OOM kill was recorded")
+        line = assert_failure_then_success(pqd, scraper, "manager_died", inject, "killed", words)
+    assert any(f"Manager pid {pid} " in line["cause_detail"] for pid in killed), line
 
 
 def test_job_hanging_past_the_timeout(tmp_path: Path) -> None:
-    """A stopped Manager makes the next queue operation in a job block: the job hangs."""
+    """A stopped Manager makes the next queue operation in a job block: the job hangs, and the
+    sentence names the stopped Manager, not the workers waiting on it."""
+    stopped: list[int] = []
     with faulty_pqd(tmp_path) as (pqd, scraper):
 
         def inject() -> None:
             manager, _ = in_a_cycle(pqd)
             manager.send_signal(signal.SIGSTOP)
+            stopped.append(manager.pid)
 
-        assert_failure_then_success(pqd, scraper, "timeout", inject, cause="stopped")
+        line = assert_failure_then_success(pqd, scraper, "timeout", inject, "stopped", ("state T",))
+    assert any(f"Manager pid {pid} " in line["cause_detail"] for pid in stopped), line
 
 
 def pids_cgroup() -> Path | None:
@@ -89,7 +107,15 @@ def test_pool_that_cannot_start_under_a_process_limit(tmp_path: Path) -> None:
         with faulty_pqd(tmp_path) as (pqd, scraper):
 
             def inject() -> None:
-                wait_until(lambda: not cycle_processes(pqd)[1], "the victim between cycles")
+                # Not before a victim cycle ended: until then its runner may still be starting,
+                # born outside the cgroup it is moved into (whose counters it never read).
+                wait_until(
+                    lambda: (
+                        counter(pqd, "pqd_cycles_total", probe="victim") >= 1
+                        and not cycle_processes(pqd)[1]
+                    ),
+                    "the victim between cycles",
+                )
                 # pqd and its helpers (the forkserver forks the workers) move in; pids.max
                 # counts threads too: the tasks there now fit, no new process does.
                 for proc in [psutil.Process(pqd.proc.pid), *pqd.descendants()]:
@@ -132,7 +158,9 @@ def test_grandchild_left_behind_is_counted_and_killed(tmp_path: Path) -> None:
             trigger.write_text("plain 1")
 
         # A process the probe's own job left behind: nothing on the host to blame.
-        assert_failure_then_success(pqd, scraper, "leak", inject, cause="unknown")
+        assert_failure_then_success(
+            pqd, scraper, "leak", inject, "unknown", ("no host cause found", "leak")
+        )
         text = pqd.scrape()
         leak_events = [e for e in pqd.log_events("cycle failed") if e.get("reason") == "leak"]
 
