@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import html
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers import conditions as c
@@ -49,19 +51,25 @@ def assert_page_names_it(pqd: PqdProcess, line: dict[str, str], cause: str) -> N
 
 
 def assert_on_every_surface(
-    pqd: PqdProcess, cause: str, words: tuple[str, ...], seconds: float = 60
+    pqd: PqdProcess, cause: str, words: tuple[str, ...], cycle_id: str = ""
 ) -> dict[str, str]:
     """The cause counted and the last cycle's state set on it, its sentence with ``words`` in a
-    failed cycle's log line, its page naming it, nothing raw in the log; that line."""
+    failed cycle's log line (the first of that cause, or ``cycle_id``'s), its page naming it,
+    nothing raw in the log; that line."""
     text = pqd.scrape_until(
         lambda t: (sample(t, "pqd_cycle_failure_causes_total", probe="p", cause=cause) or 0) >= 1,
         f"a {cause} cycle",
-        seconds=seconds,
+        seconds=60,
     )
     assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause=cause) == 1
     assert sample(text, "pqd_last_cycle_cause", probe="p", pqd_last_cycle_cause="none") == 0
     lines = wait_until(
-        lambda: [x for x in failed_lines(pqd) if x["cause"] == cause], f"a {cause} log line"
+        lambda: [
+            x
+            for x in failed_lines(pqd)
+            if x["cause"] == cause and x["cycle_id"] == (cycle_id or x["cycle_id"])
+        ],
+        f"a {cause} log line",
     )
     for word in words:
         assert word in lines[0]["cause_detail"], (word, lines[0])
@@ -206,18 +214,50 @@ def test_a_worker_frozen_in_d_state_is_uninterruptible_under_the_daemon(tmp_path
             c.freeze(freezer, frozen=False)
 
 
+#: Room between a warm runner's cycles for moving it into a cgroup: under a minute keeps the
+#: runner warm (docs/design.md §1a), and a cycle of 8 workers on a loaded machine ends well
+#: within this.
+SPACED = ONE_PROBE.replace('interval = "1s"', 'interval = "5s"')
+
+
+def first_cycle_begun_after(pqd: PqdProcess, moment: float) -> dict[str, str]:
+    """The log line of the first cycle of probe p that began after ``moment``, once it ended."""
+
+    def found() -> list[dict[str, str]]:
+        lines = pqd.log_events("cycle finished") + failed_lines(pqd)
+        begun = [x for x in lines if x.get("probe") == "p" and float(x["started_at"]) > moment]
+        return sorted(begun, key=lambda x: float(x["started_at"]))[:1]
+
+    return wait_until(found, "a cycle begun after the move", seconds=60)[0]
+
+
+def fail_a_cycle_inside(
+    pqd: PqdProcess, group: c.Cgroup, prepare: Callable[[list[psutil.Process]], None]
+) -> tuple[list[psutil.Process], dict[str, str]]:
+    """Move the probe's idle runner tree (``prepare``d first) into ``group``; the tree and the
+    failed log line of the first cycle begun after the move. When that cycle passed, the move
+    came too late for it (it began first; its failure killed the tree, and the next cycle's new
+    runner was born outside): the next idle runner is moved instead."""
+    for _attempt in range(3):
+        tree = idle_runner_tree(pqd, "p")
+        prepare(tree)
+        for process in tree:
+            group.move(process.pid)
+        line = first_cycle_begun_after(pqd, time.time())
+        if line["msg"] == "cycle failed":
+            return tree, line
+    raise AssertionError(f"no cycle begun after its runner was moved into {group.path} failed")
+
+
 def test_a_pids_limit_of_12_with_8_workers_is_named_with_its_numbers(tmp_path: Path) -> None:
     """The issue's row under `pqd run`: the probe's runner and its helpers (the forkserver forks
     the workers) are moved between cycles into a pids cgroup of 12, which a cycle of 8 workers
     does not fit in. The daemon itself (a dozen threads) stays outside, as pqd's own probe
     cgroups leave it (docs/design.md §1a, "Containment")."""
-    config = ONE_PROBE.replace('interval = "1s"', 'interval = "3s"')
-    with c.pids_cgroup(12) as group, daemon(tmp_path, config) as pqd:
-        for process in idle_runner_tree(pqd, "p"):
-            group.move(process.pid)
-        line = assert_on_every_surface(
-            pqd, "process_limit", ("pids limit of the cgroup", group.path.name, "12 of 12")
-        )
+    with c.pids_cgroup(12) as group, daemon(tmp_path, SPACED) as pqd:
+        _, line = fail_a_cycle_inside(pqd, group, lambda tree: None)
+        words = ("pids limit of the cgroup", group.path.name, "12 of 12")
+        assert_on_every_surface(pqd, "process_limit", words, line["cycle_id"])
         refused = group.keyed("pids.events")["max"]
     assert refused > 0 and "fork(s) refused" in line["cause_detail"], line
 
@@ -228,14 +268,14 @@ def test_the_oom_killer_taking_the_runner_is_named(tmp_path: Path) -> None:
     cycle's Manager and 8 workers do not fit. The runner's oom_score_adj of 1000 makes it the
     OOM killer's choice in the group (else the forkserver, about as large, may be), so pqd sees
     its runner die of SIGKILL; the daemon, outside, starts a new one."""
-    config = ONE_PROBE.replace('interval = "1s"', 'interval = "3s"')
-    with c.memory_cgroup(16 * 2**20) as group, daemon(tmp_path, config) as pqd:
-        *helpers, runner = idle_runner_tree(pqd, "p")
-        Path(f"/proc/{runner.pid}/oom_score_adj").write_text("1000")
-        for process in [*helpers, runner]:
-            group.move(process.pid)
-        words = (f"runner pid {runner.pid}", "OOM killer", "16 MiB", group.path.name)
-        line = assert_on_every_surface(pqd, "memory_limit", words)
+
+    def prefer_the_runner(tree: list[psutil.Process]) -> None:
+        Path(f"/proc/{tree[-1].pid}/oom_score_adj").write_text("1000")
+
+    with c.memory_cgroup(16 * 2**20) as group, daemon(tmp_path, SPACED) as pqd:
+        tree, line = fail_a_cycle_inside(pqd, group, prefer_the_runner)
+        words = (f"runner pid {tree[-1].pid}", "OOM killer", "16 MiB", group.path.name)
+        assert_on_every_surface(pqd, "memory_limit", words, line["cycle_id"])
         kills = c.oom_kills(group)
     assert kills >= 1 and line["reason"] == "helper_died", line
 
