@@ -240,20 +240,9 @@ class Runners:
         result's duration never exceeds ``probe.timeout`` + 1 s."""
         progress = Progress(probe, uuid.uuid4().hex[:12], time.time(), time.monotonic())
         deadline = progress.t0 + probe.timeout
-        runner = self._take(probe.name)
-        if runner is not None and (
-            runner.proc.poll() is not None or runner.started_with != _started_with(probe)
-        ):
-            self._kill(runner)  # died between cycles, or python or environment changed
-            runner = None
-        if runner is None:
-            # A new runner is born in pqd's own cgroups: a limit there can refuse it.
-            born = Counters.read(os.getpid())
-            try:
-                runner = self._start(probe, deadline)
-            except (OSError, TimeoutError) as exc:
-                failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
-                return diagnose(failed, ("", 0, {}), os.getpid(), born, {})
+        runner = self._runner_for(probe, progress, deadline)
+        if isinstance(runner, CycleResult):
+            return runner
         # The cgroup counters as the cycle begins: what moved by its end is evidence of a cause.
         # Its cgroups are found afresh each cycle (some 0.1 ms): a warm runner can be moved
         # between them (by an operator, cgrulesengd, a container runtime) after it started.
@@ -290,6 +279,27 @@ class Runners:
             result = killed_result(progress, reason, detail, runner, cpu, rss or None, stuck)
         self._finish_kill(runner, left)
         return diagnose(result, runner.stderr.take(), runner.pid, before, progress.roles)
+
+    def _runner_for(
+        self, probe: ProbeConfig, progress: Progress, deadline: float
+    ) -> RunnerProcess | CycleResult:
+        """The probe's warm runner, else a new one; a runner that cannot start is the
+        cycle's failed result."""
+        runner = self._take(probe.name)
+        if runner is not None and (
+            runner.proc.poll() is not None or runner.started_with != _started_with(probe)
+        ):
+            self._kill(runner)  # died between cycles, or python or environment changed
+            runner = None
+        if runner is not None:
+            return runner
+        # A new runner is born in pqd's own cgroups: a limit there can refuse it.
+        born = Counters.read(os.getpid())
+        try:
+            return self._start(probe, deadline)
+        except (OSError, TimeoutError) as exc:
+            failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
+            return diagnose(failed, ("", 0, {}), os.getpid(), born, {})
 
     def _succeeded(
         self, probe: ProbeConfig, runner: RunnerProcess, result: CycleResult, before: Counters
