@@ -66,6 +66,16 @@ def pids(method: str) -> Iterator[Case]:
         )
 
 
+def helpers_named_in_the_table(result: dict[str, Any]) -> None:
+    """The pool fails as it starts: the forkserver and tracker started meanwhile are named as
+    the helpers they are, not "other" (out of descriptors, the runner cannot open /proc to see
+    them live; multiprocessing's own record names them)."""
+    stuck = {s["pid"]: s["role"] for s in result["stuck"]}
+    helpers = {h["pid"]: h["role"] for h in result["helpers_started"]}
+    assert helpers or result["start_method"] == "fork", result  # fork starts no tracker here
+    assert {pid: stuck.get(pid) for pid in helpers} == helpers, result["stuck"]
+
+
 @contextlib.contextmanager
 def nofile(method: str) -> Iterator[Case]:
     yield Case(
@@ -74,6 +84,7 @@ def nofile(method: str) -> Iterator[Case]:
         ("RLIMIT_NOFILE", "of 24", "8 workers"),
         args=("--workers", "8"),
         wraps=[c.rlimits(nofile=24)],
+        check=helpers_named_in_the_table,
     )
 
 

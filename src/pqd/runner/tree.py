@@ -94,8 +94,12 @@ class CycleTree:
     def where_stuck(self, roles: Mapping[int, str], *, ask: bool) -> tuple[StuckProcess, ...]:
         """Every live process of the tree: state, wchan, stacks (if ``ask``). ``roles`` names
         the ones the cycle started; then come the runner's helpers, and the rest are "other"."""
+        # Helpers started while the pool started (a failure there) are named from
+        # multiprocessing's own record, not only those noted alive: under an exhausted
+        # RLIMIT_NOFILE the runner cannot open /proc to see that they live.
+        helpers = {**mp_private.helper_pids(), **self.note_helpers()}
         named = {self.own_pid: "runner", **roles}
-        named.update({pid: role for pid, role in self.helpers.items() if pid not in named})
+        named.update({pid: role for pid, role in helpers.items() if pid not in named})
         for pid in self.members():
             named.setdefault(pid, "other")
         return stacks.capture(named, os.environ.get(stacks.STACKS_DIR_ENV), ask=ask)
