@@ -351,3 +351,36 @@ def test_cgroup_containment_holds_and_kills_the_whole_tree(
             "the probe's cgroup to be empty",
             seconds=2,
         )
+
+
+def test_a_probes_cgroup_is_removed_on_a_clean_stop_after_its_cycle_failed(
+    tmp_path: Path, scratch_cgroup: Path
+) -> None:
+    """Every cycle of this probe times out, so it never has an idle runner: its cgroup went only
+    with an idle runner, and a clean stop left it behind."""
+    config = """
+containment = "cgroup"
+
+[probes.stuck]
+start_method = "forkserver"
+interval = "1s"
+rounds = 5000
+timeout = "2s"
+"""
+    command = (*into(scratch_cgroup), sys.executable, "-m", "pqd")
+    pqd = PqdProcess(tmp_path, config, command=command).wait_ready()
+    try:
+        pqd.scrape_until(
+            lambda t: (
+                (sample(t, "pqd_cycle_failures_total", probe="stuck", reason="timeout") or 0) >= 1
+            ),
+            "a cycle of the probe to time out",
+        )
+        assert (scratch_cgroup / "probe-stuck").is_dir()
+        pqd.signal(signal.SIGTERM)
+        code = pqd.proc.wait(15)
+    finally:
+        pqd.stop()
+
+    assert code == 0
+    assert not (scratch_cgroup / "probe-stuck").exists()

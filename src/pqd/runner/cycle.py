@@ -346,7 +346,7 @@ class _Cycle:
                 problem = self.tree.helper_problem()
                 if problem is not None:
                     raise CycleFailure("helper_died", problem)
-                raise CycleFailure("timeout", f"{what} unfinished after {self.probe.timeout}s")
+                raise CycleFailure("timeout", f"{what} unfinished after {self.probe.timeout:g}s")
             pending.wait(min(POLL_SECONDS, left))
         try:
             outcome: dict[str, Any] = pending.get(0)

@@ -25,6 +25,7 @@ from pqd.supervisor.runner_process import RunnerProcess
 CANCELLED = "cancelled: pqd is stopping"
 _FORKSERVER_MARK = "multiprocessing.forkserver"
 _TRACKER_MARK = "multiprocessing.resource_tracker"
+_HELPER_ROLES = ("forkserver", "resource_tracker")
 
 
 class LiveObserver(Protocol):
@@ -114,19 +115,24 @@ def peak_rss(pids: Sequence[int]) -> int:
 def blame(
     runner: RunnerProcess,
     tree_states: dict[int, str],
+    named: dict[int, str],
     reason: str,
     detail: str,
     progress: Progress,
 ) -> tuple[str, str]:
     """The truthful reason for a cycle pqd had to end: a stopped or dead helper (the runner
-    itself, its forkserver, its resource tracker) is ``helper_died``, not a timeout."""
+    itself, its forkserver, its resource tracker) is ``helper_died``, not a timeout.
+
+    ``tree_states`` and ``named`` (roles()) are read before pqd kills the tree: the command
+    line of a killed process is gone, and a stopped forkserver would read as "other"."""
     if detail == CANCELLED or reason not in ("timeout",):
         return reason, detail
     if tree_states.get(runner.pid) in ("T", "t"):
         return "helper_died", f"runner pid {runner.pid} is stopped (state T)"
     for pid, status in tree_states.items():
-        if status in ("T", "t") and role_of(pid) != "other":
-            return "helper_died", f"{role_of(pid)} pid {pid} is stopped (state {status})"
+        role = named.get(pid, "other")
+        if status in ("T", "t") and role in _HELPER_ROLES:
+            return "helper_died", f"{role} pid {pid} is stopped (state {status})"
     if not detail:
         done = progress.jobs.count
         kind = "producer" if done % 2 == 0 else "consumer"

@@ -51,6 +51,9 @@ FAILING_GRACE_SECONDS = 2.0
 #: How long killed processes get before the result is recorded. The reported duration stays
 #: within timeout + 1 s; waiting for stragglers goes on after the duration is taken.
 KILL_SECONDS = 0.5
+#: Past the deadline, how long pqd listens for the runner's own word on why the cycle failed;
+#: within the 1 s beyond ``timeout`` that a result may take (with the capture and the kill).
+DEADLINE_GRACE_SECONDS = 0.25
 REAP_SECONDS = 5.0
 #: A probe whose interval is shorter keeps its runner (with its forkserver and resource tracker)
 #: between cycles; one on a longer interval or a cron schedule gets a fresh runner each cycle.
@@ -79,6 +82,7 @@ class Runners:
         self._lock = threading.Lock()
         self._runners: dict[str, RunnerProcess] = {}  # idle runners, by probe
         self._pids: set[int] = set()  # every runner not yet reaped, idle or busy
+        self._grouped: set[str] = set()  # probes whose cgroup this pqd created
 
     @property
     def containment(self) -> str:
@@ -109,6 +113,8 @@ class Runners:
         group = self._group(probe.name)
         if group is not None:
             group.create()
+            with self._lock:
+                self._grouped.add(probe.name)
             group.kill()  # whatever an earlier pqd left there
         options = ["--pqd-pid", str(os.getpid())]
         if group is not None:
@@ -148,12 +154,19 @@ class Runners:
         runner = self._take(probe)
         if runner is not None:
             self._kill(runner)
-            if runner.group is not None:
-                runner.group.remove()
+        # Its cgroup goes too, idle runner or not: a probe whose last cycle failed has none.
+        group = self._group(probe)
+        with self._lock:
+            created = probe in self._grouped
+            self._grouped.discard(probe)
+        if group is not None and created:
+            group.kill()
+            procs.wait_gone(group.pids(), KILL_SECONDS)  # rmdir is EBUSY while any is left
+            group.remove()
 
     def close(self) -> None:
         with self._lock:
-            names = list(self._runners)
+            names = list(self._runners.keys() | self._grouped)
         for name in names:
             self.retire(name)
         self._files.remove()
@@ -264,16 +277,16 @@ class Runners:
         tree = self._tree(runner)
         tree_states = states(tree)
         rss = peak_rss(list(tree_states))
+        named = roles(runner, progress, tree)  # before the kill: cmdlines go with it
         stuck: tuple[StuckProcess, ...] = ()
         if result is None and ended is not None and ended[1] != CANCELLED:
-            named = roles(runner, progress, tree)
             stuck = stacks.capture(named, runner.stacks_dir, ask=probe.capture_stacks)
         # What the capture took comes out of the kill's wait: the result stays within
         # timeout + 1 s (stragglers are still waited for, after the result is taken).
         left = self._kill(runner, max(0.05, min(KILL_SECONDS, deadline + 0.9 - time.monotonic())))
         if result is None:
             reason, detail = ended or ("timeout", "")
-            reason, detail = blame(runner, tree_states, reason, detail, progress)
+            reason, detail = blame(runner, tree_states, named, reason, detail, progress)
             cpu_after = runner.group.cpu_seconds() if runner.group is not None else None
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
             result = killed_result(progress, reason, detail, runner, cpu, rss or None, stuck)
@@ -292,14 +305,34 @@ class Runners:
             self._kill(runner)  # died between cycles, or python or environment changed
             runner = None
         if runner is not None:
-            return runner
+            return self._unless_stopped(runner, progress)
         # A new runner is born in pqd's own cgroups: a limit there can refuse it.
         born = Counters.read(os.getpid())
         try:
             return self._start(probe, deadline)
         except (OSError, TimeoutError) as exc:
-            failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
+            if isinstance(exc, TimeoutError) and time.monotonic() >= deadline:
+                # The probe's own timeout passed first: the deadline, not the start, failed.
+                detail = (
+                    f"the runner was not ready within the probe's timeout of "
+                    f"{probe.timeout:g}s; pqd killed it"
+                )
+                failed = killed_result(progress, "timeout", detail)
+            else:
+                failed = killed_result(progress, "spawn_failed", f"starting the runner: {exc}")
             return diagnose(failed, ("", 0, {}), os.getpid(), born, {})
+
+    def _unless_stopped(
+        self, runner: RunnerProcess, progress: Progress
+    ) -> RunnerProcess | CycleResult:
+        """An idle runner stopped (SIGSTOP, a debugger) would read nothing of the cycle: it is
+        helper_died at once, not after the whole timeout (and an overlap skip)."""
+        status = procs.state(runner.pid)
+        if status not in ("T", "t"):
+            return runner
+        self._finish_kill(runner, self._kill(runner))
+        detail = f"runner pid {runner.pid} is stopped (state {status}) before the cycle was sent"
+        return killed_result(progress, "helper_died", detail, runner)
 
     def _succeeded(
         self, probe: ProbeConfig, runner: RunnerProcess, result: CycleResult, before: Counters
@@ -327,9 +360,12 @@ class Runners:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 return ("timeout", CANCELLED)
-            if now >= deadline:
+            # The runner's own deadline is a few ms later than pqd's (it starts its clock when
+            # the cycle arrives) and its diagnosis is the better one (a stopped forkserver is
+            # helper_died there): it gets DEADLINE_GRACE_SECONDS to say so.
+            if now >= deadline + DEADLINE_GRACE_SECONDS:
                 return progress.failing or ("timeout", "")
-            until = deadline
+            until = deadline + DEADLINE_GRACE_SECONDS
             if progress.failing_at is not None:
                 until = min(until, progress.failing_at + FAILING_GRACE_SECONDS)
                 if now >= until:

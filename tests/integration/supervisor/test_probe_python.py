@@ -10,14 +10,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
 from pqd.probe import START_METHODS, ProbeConfig
-from pqd.runner.containment import become_child_subreaper
 from pqd.supervisor.runner_files import RunnerFiles
 from pqd.supervisor.runner_process import runner_command, runner_environment
 from pqd.supervisor.runners import Runners
@@ -45,14 +44,6 @@ def venv_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Found | None]
         return made[version]
 
     return get
-
-
-@pytest.fixture
-def runners() -> Iterator[Runners]:
-    assert become_child_subreaper()
-    supervisor = Runners(None)
-    yield supervisor
-    supervisor.close()
 
 
 def quick(name: str, start_method: str, python: str) -> str:

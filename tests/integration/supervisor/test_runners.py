@@ -10,21 +10,12 @@ import pytest
 
 from pqd.probe import ProbeConfig
 from pqd.results import CycleResult
-from pqd.runner.containment import become_child_subreaper
 from pqd.supervisor.runners import WARM_BELOW_SECONDS, Runners
 from tests.helpers.interpreters import probe_fields
 
 pytestmark = pytest.mark.per_python
 
 START_METHODS = ["forkserver", "spawn", "fork"]
-
-
-@pytest.fixture
-def runners() -> object:
-    assert become_child_subreaper()
-    supervisor = Runners(None)
-    yield supervisor
-    supervisor.close()
 
 
 def test_probes_run_side_by_side_in_runners_of_their_own(runners: Runners) -> None:
