@@ -58,12 +58,25 @@ class PqdProcess(LaunchedPqd):
         return body
 
     def scrape_until(
-        self, condition: Callable[[str], bool], what: str, seconds: float = DEADLINE_SECONDS
+        self,
+        condition: Callable[[str], bool],
+        what: str,
+        seconds: float = DEADLINE_SECONDS,
+        *,
+        slow_scrapes_ok: bool = False,
     ) -> str:
-        """Scrape until ``condition(text)`` holds; return that scrape."""
+        """Scrape until ``condition(text)`` holds; return that scrape. Every scrape must answer,
+        unless ``slow_scrapes_ok`` (pqd inside a memory cgroup that thrashes until the OOM
+        killer acts may not answer within 10 s; it must still be running)."""
 
         def attempt() -> str | None:
-            text = self.scrape()
+            if slow_scrapes_ok:
+                status, text = self.get("/metrics")
+                assert self.proc.poll() is None, f"pqd exited ({self.proc.returncode})"
+                if status != 200:
+                    return None
+            else:
+                text = self.scrape()
             return text if condition(text) else None
 
         return wait_until(attempt, what, seconds)

@@ -220,7 +220,13 @@ class Service:
 
 def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     """Those of ``processes`` still running (the same process: pid and start time)."""
-    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = []
+    for proc in processes:
+        # One can exit between is_running() and status(): gone is what the caller waits for.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+    return left
 
 
 def host_processes(pids: set[int]) -> list[psutil.Process]:
