@@ -51,9 +51,6 @@ FAILING_GRACE_SECONDS = 2.0
 #: How long killed processes get before the result is recorded. The reported duration stays
 #: within timeout + 1 s; waiting for stragglers goes on after the duration is taken.
 KILL_SECONDS = 0.5
-#: Past the deadline, how long pqd listens for the runner's own word on why the cycle failed;
-#: within the 1 s beyond ``timeout`` that a result may take (with the capture and the kill).
-DEADLINE_GRACE_SECONDS = 0.25
 REAP_SECONDS = 5.0
 #: A probe whose interval is shorter keeps its runner (with its forkserver and resource tracker)
 #: between cycles; one on a longer interval or a cron schedule gets a fresh runner each cycle.
@@ -360,12 +357,9 @@ class Runners:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 return ("timeout", CANCELLED)
-            # The runner's own deadline is a few ms later than pqd's (it starts its clock when
-            # the cycle arrives) and its diagnosis is the better one (a stopped forkserver is
-            # helper_died there): it gets DEADLINE_GRACE_SECONDS to say so.
-            if now >= deadline + DEADLINE_GRACE_SECONDS:
+            if now >= deadline:
                 return progress.failing or ("timeout", "")
-            until = deadline + DEADLINE_GRACE_SECONDS
+            until = deadline
             if progress.failing_at is not None:
                 until = min(until, progress.failing_at + FAILING_GRACE_SECONDS)
                 if now >= until:

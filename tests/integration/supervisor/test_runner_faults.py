@@ -53,9 +53,9 @@ def test_a_forkserver_stopped_while_idle_is_helper_died(runners: Runners) -> Non
 
     failed = runners.run_cycle(config)
 
-    # Said by the runner ("starting the Manager: forkserver pid N ...") or, when its word
-    # comes too late, by pqd; before, pqd's deadline won that race 1 time in 3 here and said
-    # "timeout", and its own check read the roles after the kill.
+    # Said by the runner ("starting the Manager: forkserver pid N ...") or, when pqd's deadline
+    # (a few ms earlier) wins, by pqd; before, pqd then said "timeout" (1 run in 3 here): its
+    # check read the roles after the kill.
     assert failed.reason == "helper_died", failed.detail
     assert failed.detail.endswith(f"forkserver pid {forkserver} is stopped (state T)")
     assert failed.duration_seconds <= config.timeout + 1
