@@ -327,9 +327,14 @@ class Runners:
         status = procs.state(runner.pid)
         if status not in ("T", "t"):
             return runner
-        self._finish_kill(runner, self._kill(runner))
+        # Its state, taken before the kill, is the evidence of its cause (stopped), as for a
+        # runner stopped mid-cycle; a stopped process answers no stack request.
+        stuck = stacks.capture({runner.pid: "runner"}, runner.stacks_dir, ask=False)
+        left = self._kill(runner)
         detail = f"runner pid {runner.pid} is stopped (state {status}) before the cycle was sent"
-        return killed_result(progress, "helper_died", detail, runner)
+        failed = killed_result(progress, "helper_died", detail, runner, stuck=stuck)
+        self._finish_kill(runner, left)
+        return diagnose(failed, runner.stderr.take(), runner.pid, None, {})
 
     def _succeeded(
         self, probe: ProbeConfig, runner: RunnerProcess, result: CycleResult, before: Counters

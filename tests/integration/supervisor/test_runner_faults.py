@@ -77,6 +77,8 @@ def test_a_stopped_idle_runner_is_helper_died_before_the_cycle_is_sent(runners: 
         "helper_died",
         f"runner pid {runner} is stopped (state T) before the cycle was sent",
     )
+    assert failed.cause == "stopped", (failed.cause, failed.cause_detail)
+    assert f"runner pid {runner} was stopped (state T)" in (failed.cause_detail or "")
     # It waited for nothing: far less than the timeout it used to cost, on a busy machine too.
     assert failed.duration_seconds < config.timeout / 3
     after = runners.run_cycle(config)
