@@ -109,3 +109,14 @@ def sample(text: str, name: str, **labels: str) -> float | None:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running (the same process: pid and start time)."""
+    left = []
+    for proc in processes:
+        # One can exit between is_running() and status(): gone is what the caller waits for.
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+    return left

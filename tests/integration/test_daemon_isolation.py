@@ -28,7 +28,7 @@ from tests.helpers.daemon_faults import (
     faulty_pqd,
     in_a_cycle,
 )
-from tests.helpers.pqd_process import PqdProcess, sample
+from tests.helpers.pqd_process import PqdProcess, alive, sample
 from tests.helpers.waiting import wait_until
 
 # Ten jobs of 300 ms: a cycle takes about 3 s, long enough to be hit in the middle.
@@ -58,15 +58,6 @@ def with_role(pqd: PqdProcess, mark: str) -> psutil.Process:
         return None
 
     return wait_until(found, f"a process running {mark}")
-
-
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    left = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(proc)
-    return left
 
 
 def failed_cycles(pqd: PqdProcess, reason: str) -> list[dict[str, str]]:

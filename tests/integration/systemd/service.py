@@ -218,17 +218,6 @@ class Service:
         self.configure(SHIPPED_CONFIG.read_text(encoding="utf-8"))
 
 
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Those of ``processes`` still running (the same process: pid and start time)."""
-    left = []
-    for proc in processes:
-        # One can exit between is_running() and status(): gone is what the caller waits for.
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(proc)
-    return left
-
-
 def host_processes(pids: set[int]) -> list[psutil.Process]:
     found = []
     for pid in pids:

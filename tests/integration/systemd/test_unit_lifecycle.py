@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pqd.results import FAILURE_REASONS
-from tests.helpers.pqd_process import sample
+from tests.helpers.pqd_process import alive, sample
 from tests.helpers.waiting import wait_until
 from tests.integration.systemd.service import (
     CONFIG,
@@ -20,7 +20,6 @@ from tests.integration.systemd.service import (
     UNIT,
     UNIT_FILE,
     Service,
-    alive,
     host_processes,
 )
 
