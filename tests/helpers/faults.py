@@ -142,10 +142,11 @@ class SemaphoreReaper:
         self._thread.join(5)
 
 
-def fill(directory: Path, leave: int = 0) -> Path:
+def fill(directory: Path, leave: int = 0, name: str = "") -> Path:
     """Fill the filesystem of ``directory`` with one file until ENOSPC, then give back
-    ``leave`` bytes (rounded to the filesystem's blocks). Returns the file."""
-    path = directory / f"pqd-cond-fill-{os.getpid()}"
+    ``leave`` bytes (rounded to the filesystem's blocks). Returns the file. A ``name`` of its
+    own leaves the earlier fill files alone (this one takes only what is free now)."""
+    path = directory / f"pqd-cond-fill-{os.getpid()}{name}"
     chunk = b"\0" * 4096
     with path.open("wb", buffering=0) as f:
         try:
