@@ -14,7 +14,8 @@ What there is:
   ``pids_cgroup(limit)``, ``memory_cgroup(limit)``, ``freezer_cgroup()`` (D state),
   ``cpu_cgroup(cores)`` (cgroups.py);
 * resource limits: ``rlimits(nofile=, as_bytes=)``, ``nproc_limit(n)`` (a real uid of its own,
-  since root is exempt from RLIMIT_NPROC), ``cpu_affinity(cpus)``;
+  since root is exempt from RLIMIT_NPROC), ``cpu_affinity(cpus)``, and this process's own
+  ``open_files_left(n)``;
 * temp dirs: ``hostile_tmpdir("long" | "missing" | "file" | "unwritable" | "none")``;
 * faults in pool workers and their evidence: ``worker_hook()``, ``SemaphoreReaper``, ``fill``,
   ``space``, ``KernelLog`` (faults.py).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -185,6 +187,34 @@ def rlimits(*, nofile: int | None = None, as_bytes: int | None = None) -> Wrap:
     if as_bytes is not None:
         args.append(f"--as={as_bytes}:{as_bytes}")
     return Wrap(RANK_LIMIT, (*args, "--"))
+
+
+@contextlib.contextmanager
+def open_files_left(free: int) -> Iterator[int]:
+    """This process's soft RLIMIT_NOFILE set so that exactly ``free`` more descriptors can be
+    opened (new descriptors fill the lowest free numbers, so holes below the limit count),
+    restored after; the limit set."""
+    in_use = {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+    limit = 0
+    while free > 0 or limit in in_use:
+        if limit not in in_use:
+            free -= 1
+        limit += 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _is_open(fd: int) -> bool:
+    """False for the descriptor that listing /proc/self/fd used, closed since."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def cpu_affinity(cpus: str) -> Wrap:

@@ -405,7 +405,11 @@ class _Cycle:
         still fails the cycle."""
         with self.phases.phase("teardown"):
             self.leaked = self.procs.find_leaks(self.tree)
-        problem = self.tree.helper_problem()
+        try:
+            problem = self.tree.helper_problem()
+        except OSError as exc:  # /proc unreadable (EMFILE): the error, not a dead helper
+            problem = None
+            self.failure = self.failure or CycleFailure("job_error", f"checking helpers: {exc}")
         if self.leaked:
             pids = ", ".join(str(p.pid) for p in self.leaked)
             self.failure = CycleFailure(

@@ -8,6 +8,7 @@ Standard library only: the runner imports this, and so does every child the fork
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -17,15 +18,23 @@ from typing import Final
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after "(comm)": comm may hold spaces and parentheses."""
+#: What reading /proc/PID/stat raises for a process that is gone.
+_GONE_ERRNOS = (errno.ENOENT, errno.ESRCH)
+
+
+def _stat_fields(pid: int, *, strict: bool = False) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after "(comm)": comm may hold spaces and parentheses.
+    None if the process is gone, or the file could not be read at all; ``strict`` raises the
+    second (EMFILE under an open-files limit is no evidence of a death)."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
         try:
             data = os.read(fd, 1024)
         finally:
             os.close(fd)
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno not in _GONE_ERRNOS:
+            raise
         return None
     return data[data.rfind(b")") + 2 :].split()
 
@@ -100,9 +109,10 @@ def host_pid_count() -> int:
         return -1
 
 
-def state(pid: int) -> str | None:
-    """The one-letter /proc state (R, S, D, T, t, Z, ...), or None if the process is gone."""
-    fields = _stat_fields(pid)
+def state(pid: int, *, strict: bool = False) -> str | None:
+    """The one-letter /proc state (R, S, D, T, t, Z, ...), or None if the process is gone;
+    ``strict``: an error other than its absence is raised, not read as gone."""
+    fields = _stat_fields(pid, strict=strict)
     return fields[0].decode() if fields else None
 
 

@@ -49,9 +49,12 @@ class CycleTree:
         """Why a helper the cycle relies on is not serving: gone, or stopped (SIGSTOP/ptrace).
 
         Checked before blaming the Manager or a worker: a dead forkserver makes multiprocessing
-        report exit code 255 for every process it forked, alive or not."""
+        report exit code 255 for every process it forked, alive or not. A /proc read that
+        fails for another reason than the helper's absence raises (EMFILE under an open-files
+        limit): the cycle then fails with that error, which names the limit, and no live
+        helper is reported dead."""
         for pid, role in self.helpers.items():
-            status = procs.state(pid)
+            status = procs.state(pid, strict=True)
             if status in (None, "Z", "X"):
                 return f"{role} pid {pid} died"
             if status in ("T", "t"):

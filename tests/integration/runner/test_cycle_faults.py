@@ -1,10 +1,11 @@
 """Faults injected from outside, as an operator's host would: each ends the cycle with its reason
-within timeout + 5 s, leaves no process of the cycle alive, and the next cycle succeeds."""
+within timeout + 5 s, leaves no process of the cycle alive, and the next cycle succeeds. The
+result then goes through the supervisor's diagnosis as pqd's would (this process is the runner),
+and the cause is asserted too (docs/design.md §1, "Causes")."""
 
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import threading
 import time
@@ -19,6 +20,9 @@ from pqd.probe import ProbeConfig
 from pqd.results import CycleResult, Headroom, JobReport
 from pqd.runner.containment import become_child_subreaper
 from pqd.runner.cycle import JobFunctions, run_cycle
+from pqd.runner.host_evidence import Counters
+from pqd.supervisor.diagnosis import diagnose
+from tests.helpers import conditions as c
 from tests.helpers import fault_jobs
 
 START_METHODS = ["forkserver", "spawn", "fork"]
@@ -101,12 +105,18 @@ def run_with_fault(
 
     thread = threading.Thread(target=actor, name="fault-injector")
     thread.start()
+    before = Counters.read(os.getpid())
     t0 = time.monotonic()
     result = run_cycle(probe, jobs=jobs, observer=recorder)
     elapsed = time.monotonic() - t0
     thread.join(WAIT_SECONDS)
     assert not errors, errors
-    return result, recorder, elapsed
+    return diagnosed(result, before), recorder, elapsed
+
+
+def diagnosed(result: CycleResult, before: Counters) -> CycleResult:
+    """``result`` with the cause pqd gives it; the tree's stderr is the test's own here."""
+    return diagnose(result, ("", 0, {}), os.getpid(), before, {})
 
 
 def assert_clean_after(result: CycleResult, recorder: Recorder, probe: ProbeConfig) -> None:
@@ -129,6 +139,7 @@ def test_worker_killed_mid_job(start_method: str, announce: Path) -> None:
     result, rec, elapsed = run_with_fault(probe, ANNOUNCING, inject)
 
     assert (result.success, result.reason) == (False, "worker_died"), result.detail
+    assert (result.cause, result.cause_detail.count("SIGKILL")) == ("killed", 1), result
     assert elapsed < 2.0 + 5.0  # seen long before the 60 s timeout
     assert result.jobs_failed == 1
     assert_clean_after(result, rec, probe)
@@ -147,6 +158,7 @@ def test_worker_killed_while_idle(start_method: str, announce: Path) -> None:
     result, rec, elapsed = run_with_fault(probe, ANNOUNCING, inject)
 
     assert (result.success, result.reason) == (False, "worker_died"), result.detail
+    assert result.cause == "killed" and "no OOM kill was recorded" in result.cause_detail, result
     assert elapsed < 60.0 + 5.0
     assert_clean_after(result, rec, probe)
 
@@ -162,6 +174,7 @@ def test_worker_stopped(start_method: str, announce: Path) -> None:
     result, rec, elapsed = run_with_fault(probe, ANNOUNCING, inject)
 
     assert (result.success, result.reason) == (False, "timeout"), result.detail
+    assert result.cause == "stopped" and "state T" in result.cause_detail, result
     assert probe.timeout <= elapsed < probe.timeout + 5.0
     assert_clean_after(result, rec, probe)
 
@@ -178,6 +191,7 @@ def test_manager_killed(start_method: str, announce: Path) -> None:
     result, rec, elapsed = run_with_fault(probe, ANNOUNCING, inject)
 
     assert (result.success, result.reason) == (False, "manager_died"), result.detail
+    assert result.cause == "killed" and "Manager pid" in result.cause_detail, result
     assert elapsed < 60.0 + 5.0
     assert_clean_after(result, rec, probe)
 
@@ -191,20 +205,11 @@ def test_job_raising_an_unpicklable_exception(start_method: str) -> None:
 
     assert (result.success, result.reason) == (False, "job_error"), result.detail
     assert "UnpicklableError: producer refused" in result.detail
+    # The job's own exception, which the job wrapper reports as text (no unpickling in the
+    # runner): nothing on the host made it.
+    assert result.cause == "unknown" and "no host cause found" in result.cause_detail, result
     assert elapsed < probe.timeout + 5.0
     assert_clean_after(result, rec, probe)
-
-
-def fd_limit_leaving(free: int) -> int:
-    """A soft RLIMIT_NOFILE under which exactly ``free`` more descriptors can be opened (new
-    descriptors fill the lowest free numbers, so holes below the limit count)."""
-    in_use = {int(name) for name in os.listdir("/proc/self/fd")}
-    limit = 0
-    while free > 0 or limit in in_use:
-        if limit not in in_use:
-            free -= 1
-        limit += 1
-    return limit
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
@@ -212,17 +217,17 @@ def test_pool_that_cannot_start(start_method: str) -> None:
     """File descriptors run out on the host: the Manager and the pool cannot be started. Three
     free descriptors are enough for the cycle's own bookkeeping, not for starting processes."""
     probe = ProbeConfig(start_method=start_method, timeout=20.0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit_leaving(3), hard))
-    try:
+    before = Counters.read(os.getpid())
+    with c.open_files_left(3):
         t0 = time.monotonic()
         result = run_cycle(probe)
         elapsed = time.monotonic() - t0
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Diagnosed under the restored limit: the cause is the error's, the number today's.
+    result = diagnosed(result, before)
 
     assert (result.success, result.reason) == (False, "spawn_failed"), result.detail
     assert "Too many open files" in result.detail
+    assert result.cause == "open_files_limit" and "RLIMIT_NOFILE" in result.cause_detail, result
     assert elapsed < probe.timeout + 5.0
     assert result.leaked_processes == 0
     after = run_cycle(ProbeConfig(start_method=start_method))
@@ -230,11 +235,14 @@ def test_pool_that_cannot_start(start_method: str) -> None:
 
 
 def test_leftover_grandchild_is_a_leak_and_is_killed() -> None:
+    before = Counters.read(os.getpid())
     result = run_cycle(
         ProbeConfig(start_method="fork"), jobs=JobFunctions(producer=fault_jobs.forking_producer)
     )
+    result = diagnosed(result, before)
 
     assert (result.success, result.reason) == (False, "leak"), result.detail
+    assert result.cause == "unknown" and "no host cause found" in result.cause_detail, result
     assert result.leaked_processes == 1
     (pid,) = result.leaked_pids
     assert not alive(pid)
