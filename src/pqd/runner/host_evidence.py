@@ -211,8 +211,11 @@ def shm_facts(path: str = SHM_DIR) -> ShmFacts:
     return ShmFacts(path, exists, writable, read_only, size, free, inodes, free_inodes)
 
 
-def limits(pid: int) -> tuple[tuple[int, int] | None, int | None]:
-    """RLIMIT_NOFILE (soft, hard) and RLIMIT_NPROC soft of ``pid`` (-1 = unlimited)."""
+def limits(pid: int, nofile_soft: int | None = None) -> tuple[tuple[int, int] | None, int | None]:
+    """RLIMIT_NOFILE (soft, hard) and RLIMIT_NPROC soft of ``pid`` (-1 = unlimited). Once
+    ``pid`` is gone (a runner killed with its failed cycle): this process's, with
+    ``nofile_soft`` as the soft RLIMIT_NOFILE where given (what the runner read of its own
+    when the cycle began: prlimit may have changed it since it was born)."""
     found: dict[str, tuple[int, int]] = {}
     for line in (_read(f"/proc/{pid}/limits") or "").splitlines():
         for name in ("Max open files", "Max processes"):
@@ -220,7 +223,8 @@ def limits(pid: int) -> tuple[tuple[int, int] | None, int | None]:
                 soft, hard = line[len(name) :].split()[:2]
                 found[name] = (_limit(soft), _limit(hard))
     if not found:
-        soft_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        own_soft, own_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft_hard = (own_soft if nofile_soft is None else nofile_soft, own_hard)
         return soft_hard, resource.getrlimit(resource.RLIMIT_NPROC)[0]
     nproc = found.get("Max processes")
     return found.get("Max open files"), None if nproc is None else nproc[0]

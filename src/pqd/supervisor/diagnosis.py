@@ -58,7 +58,9 @@ def gather(
     for pid, _ in victims:
         if pid in named and pid not in known:
             exits.append(Exit(named[pid], pid, signal=9))
-    nofile, nproc_limit = host_evidence.limits(runner_pid)
+    room = result.headroom
+    soft = room.open_files_limit if room is not None else None
+    nofile, nproc_limit = host_evidence.limits(runner_pid, soft)
     nproc = None
     uid = host_evidence.real_uid(runner_pid)
     if nproc_limit is not None and nproc_limit >= 0 and uid != 0:  # root is exempt
@@ -79,7 +81,7 @@ def gather(
         nproc=nproc,
         # The runner's temp dir, as it read it when the cycle began (the probe's environment may
         # set its own TMPDIR); pqd's own where the runner sent none.
-        tmpdir=(result.headroom and result.headroom.tmpdir) or host_evidence.tmpdir(),
+        tmpdir=(room and room.tmpdir) or host_evidence.tmpdir(),
         tmp_candidates=tuple((p, host_evidence.dir_problem(p)) for p in candidates),
         workers=result.workers_configured,
         shm_phase=result.detail.startswith(causes.SHM_PHASE),
