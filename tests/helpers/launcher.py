@@ -37,7 +37,8 @@ def logfmt(line: str) -> dict[str, str]:
 class LaunchedPqd:
     """A `pqd run` on 127.0.0.1:0 with ``config`` written to ``workdir``/pqd.toml and its
     stdout and stderr in ``workdir``/pqd.log. ``command`` replaces the ``pqd`` executable
-    (a test harness, or `python -m pqd`)."""
+    (a test harness, or `python -m pqd`); ``cwd`` is its working directory (the caller's
+    unless given)."""
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class LaunchedPqd:
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> None:
         self.config_path = workdir / "pqd.toml"
         self.config_path.write_text(config)
@@ -59,6 +61,7 @@ class LaunchedPqd:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
 
     @property

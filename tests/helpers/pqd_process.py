@@ -29,9 +29,10 @@ class PqdProcess(LaunchedPqd):
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         command: Sequence[str] | None = None,
+        cwd: str | None = None,
     ) -> None:
         base = list(command) if command else [sys.executable, "-m", "pqd"]
-        super().__init__(tmp_path, config, base, args=args, env=env)
+        super().__init__(tmp_path, config, base, args=args, env=env, cwd=cwd)
         self.port = 0
 
     def wait_ready(self) -> PqdProcess:

@@ -5,6 +5,7 @@ pqd_last_cycle_cause all name it, and nothing of the tree reaches the daemon's l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
 import sys
 import time
@@ -27,9 +28,11 @@ THREE_PROBES = "".join(f'[probes.p{i}]\ninterval = "1s"\ntimeout = "10s"\n' for 
 
 
 @contextlib.contextmanager
-def daemon(tmp_path: Path, config: str, *wraps: c.Wrap) -> Iterator[PqdProcess]:
+def daemon(
+    tmp_path: Path, config: str, *wraps: c.Wrap, cwd: str | None = None
+) -> Iterator[PqdProcess]:
     with running_pqd(
-        tmp_path, config, command=c.command(PQD, *wraps), env=c.environment(*wraps)
+        tmp_path, config, command=c.command(PQD, *wraps), env=c.environment(*wraps), cwd=cwd
     ) as pqd:
         yield pqd
 
@@ -78,28 +81,52 @@ def assert_on_every_surface(
     return lines[0]
 
 
-def _wraps(condition: str, stack: contextlib.ExitStack) -> tuple[list[c.Wrap], str]:
-    """The wraps that create ``condition`` around the daemon, and the probe's extra settings."""
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What creates a condition around the daemon: its wraps, the probe's extra settings, the
+    daemon's working directory (None: the test's), and the names its words are formatted with."""
+
+    wraps: list[c.Wrap]
+    extra: str = ""
+    cwd: str | None = None
+    names: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _setup(condition: str, stack: contextlib.ExitStack) -> Setup:
+    """What creates ``condition`` around the daemon."""
     if condition == "shm_phase_short":
         ns = stack.enter_context(c.private_shm("4m"))
-        return [ns.wrap], f"shared_memory_bytes = {8 << 20}\n"
+        return Setup([ns.wrap], f"shared_memory_bytes = {8 << 20}\n")
     if condition.startswith("shm_"):
         kind = condition.removeprefix("shm_")
         options = {"mode": 0} if kind == "mode_000" else {kind: True}
-        return [stack.enter_context(c.private_shm("64k", **options)).wrap], ""
+        return Setup([stack.enter_context(c.private_shm("64k", **options)).wrap])
     if condition == "nofile":
-        return [c.rlimits(nofile=24)], ""
+        return Setup([c.rlimits(nofile=24)])
     if condition == "nproc":
-        return [stack.enter_context(c.nproc_limit(NPROC))], ""
-    if condition == "tmpdir":
-        return [stack.enter_context(c.hostile_tmpdir("long", 106)).wrap], ""
+        return Setup([stack.enter_context(c.nproc_limit(NPROC))])
+    if condition == "tmpdir_long":
+        return Setup([stack.enter_context(c.hostile_tmpdir("long", 106)).wrap])
+    if condition.startswith("tmpdir_"):
+        return _unusable_probe_tmpdir(condition.removeprefix("tmpdir_"), stack)
     hook = stack.enter_context(c.worker_hook())
     for _ in range(3):  # each fault is taken by one job; a few, for two failed cycles
         hook.add(condition)
-    return [hook.wrap], ""
+    return Setup([hook.wrap])
 
 
-#: (condition, cause, words of the sentence).
+def _unusable_probe_tmpdir(kind: str, stack: contextlib.ExitStack) -> Setup:
+    """The probe's TMPDIR (its ``environment``) of ``kind``, with /tmp, /var/tmp, /usr/tmp and
+    the daemon's working directory read-only: the runner's tempfile finds no usable directory.
+    pqd's own TMPDIR is usable, so the daemon itself starts its runner."""
+    tmp = stack.enter_context(c.hostile_tmpdir(kind, fallbacks=False))
+    assert tmp.cwd is not None and tmp.usable is not None
+    own = dataclasses.replace(tmp.wrap, env=(("TMPDIR", str(tmp.usable)),))
+    extra = f'environment = {{ TMPDIR = "{tmp.path}" }}\n'
+    return Setup([own], extra, str(tmp.cwd), {"path": str(tmp.path), "cwd": str(tmp.cwd)})
+
+
+#: (condition, cause, words of the sentence; {path} and {cwd} name a temp dir condition's).
 SURFACE_CASES = [
     ("shm_fill", "shm_full", ("/dev/shm is full", "64 KiB")),
     ("shm_read_only", "shm_unavailable", ("read-only",)),
@@ -108,15 +135,23 @@ SURFACE_CASES = [
     ("shm_phase_short", "shm_full", ("SIGBUS", "8.0 MiB shared-memory block")),
     ("nofile", "open_files_limit", ("RLIMIT_NOFILE", "of 24")),
     ("nproc", "process_limit", (f"RLIMIT_NPROC of {NPROC}",)),
-    ("tmpdir", "tmpdir_unusable", ("TMPDIR is 106 characters",)),
+    ("tmpdir_long", "tmpdir_unusable", ("TMPDIR is 106 characters",)),
+    ("tmpdir_missing", "tmpdir_unusable", ("TMPDIR {path} is missing", "/tmp read-only")),
+    ("tmpdir_file", "tmpdir_unusable", ("TMPDIR {path} is not a directory", "/tmp read-only")),
+    (
+        "tmpdir_unwritable",
+        "tmpdir_unusable",
+        ("TMPDIR {path} is read-only", "the working directory {cwd} read-only"),
+    ),
     ("segv", "crashed", ("pool worker pid", "SIGSEGV")),
     ("abrt", "crashed", ("pool worker pid", "SIGABRT")),
+    ("bus", "crashed", ("pool worker pid", "SIGBUS")),
     ("unpicklable_result", "unpicklable", ("MaybeEncodingError",)),
     ("unpicklable_error", "unpicklable", ("TypeError",)),
     ("stop", "stopped", ("state T",)),
 ]
-#: The default start method (forkserver) and spawn: each starts its workers its own way.
-METHODS = ("default", "spawn")
+#: Every start method: each starts its workers its own way (the default is forkserver).
+METHODS = ("default", "spawn", "fork")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -125,12 +160,13 @@ def test_a_condition_is_named_on_every_surface(
     tmp_path: Path, condition: str, cause: str, words: tuple[str, ...], method: str
 ) -> None:
     with contextlib.ExitStack() as stack:
-        wraps, extra = _wraps(condition, stack)
+        setup = _setup(condition, stack)
+        extra = setup.extra
         if method != "default":
             extra += f'start_method = "{method}"\n'
         config = ONE_PROBE.replace('timeout = "10s"', 'timeout = "6s"') + extra
-        pqd = stack.enter_context(daemon(tmp_path, config, *wraps))
-        assert_on_every_surface(pqd, cause, words)
+        pqd = stack.enter_context(daemon(tmp_path, config, *setup.wraps, cwd=setup.cwd))
+        assert_on_every_surface(pqd, cause, tuple(w.format(**setup.names) for w in words))
 
 
 def test_a_pids_limit_is_one_cause_whatever_part_of_the_cycle_tripped(tmp_path: Path) -> None:
