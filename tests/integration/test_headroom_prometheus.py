@@ -92,12 +92,25 @@ def fails_with_cause(
     def failed(text: str) -> bool:
         return (sample(text, "pqd_cycle_failure_causes_total", probe="p", cause=cause) or 0) >= 1
 
+    seen = [""]
+
     def attempt() -> bool:
         if meanwhile is not None:
             meanwhile()
-        return failed(pqd.scrape())
+        seen[0] = pqd.scrape()
+        return failed(seen[0])
 
-    wait_until(attempt, f"a cycle failed with cause {cause}", 60)
+    try:
+        wait_until(attempt, f"a cycle failed with cause {cause}", 60)
+    except AssertionError as e:
+        counted = [
+            line
+            for line in seen[0].splitlines()
+            if line.startswith(("pqd_cycle_failure", "pqd_last_cycle_success", "pqd_cycles_total"))
+            and not line.endswith(" 0.0")
+        ]
+        lines = pqd.log_events("cycle failed")
+        raise AssertionError(f"{e}; last scrape: {counted}; failed cycles: {lines}") from None
 
 
 @pytest.fixture
