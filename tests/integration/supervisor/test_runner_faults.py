@@ -58,6 +58,7 @@ def test_a_forkserver_stopped_while_idle_is_helper_died(runners: Runners) -> Non
     # check read the roles after the kill.
     assert failed.reason == "helper_died", failed.detail
     assert failed.detail.endswith(f"forkserver pid {forkserver} is stopped (state T)")
+    assert failed.cause == "stopped" and f"pid {forkserver}" in failed.cause_detail, failed
     assert failed.duration_seconds <= config.timeout + 1
     # The table names it as the reason does: its role was read before the tree was killed.
     assert {(s.pid, s.role, s.state) for s in failed.stuck} >= {(forkserver, "forkserver", "T")}
@@ -96,3 +97,4 @@ def test_a_timeout_shorter_than_the_runners_start_up_is_a_timeout(runners: Runne
         "timeout",
         "the runner was not ready within the probe's timeout of 0.01s; pqd killed it",
     )
+    assert failed.cause == "unknown", failed.cause_detail  # a deadline too short, not the host
