@@ -234,19 +234,46 @@ def uids_in_use() -> set[int]:
 def _kill_real_uid(uid: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while True:
+        # A zombie runs nothing: what is left of it is its parent's to reap (this process
+        # reaps its own below), and the next condition takes a uid that no entry uses.
         left = [
             int(entry.name)
             for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and _real_uid(entry) == uid
+            if entry.name.isdigit() and _real_uid(entry) == uid and not _is_zombie(entry)
         ]
         if not left:
             return
         if time.monotonic() > deadline:
-            raise ConditionError(f"processes {left} of uid {uid} outlived the condition")
+            described = [_described(pid) for pid in left]
+            raise ConditionError(f"processes of uid {uid} outlived the condition: {described}")
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            # An orphan of the condition's tree comes to this process when a test made it a
+            # child subreaper (the runner-side tests do, for the whole session): its zombie is
+            # this process's to reap.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         time.sleep(0.02)
+
+
+def _described(pid: int) -> str:
+    """pid, state, parent and command line of a process, for an error message."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
+    state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+    return f"{pid} state {state} parent {ppid} {cmdline[:120]!r}"
+
+
+def _is_zombie(entry: Path) -> bool:
+    try:
+        stat = (entry / "stat").read_text()
+    except OSError:
+        return True  # gone meanwhile: as good as reaped
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 def _real_uid(entry: Path) -> int | None:
