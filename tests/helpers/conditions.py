@@ -239,7 +239,9 @@ def _kill_real_uid(uid: int, seconds: float) -> None:
         left = [
             int(entry.name)
             for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and _real_uid(entry) == uid and not _is_zombie(entry)
+            if entry.name.isdigit()
+            and _real_uid(entry) == uid
+            and proc_state(int(entry.name)) not in ("Z", "")
         ]
         if not left:
             return
@@ -264,16 +266,8 @@ def _described(pid: int) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return f"{pid} (gone)"
-    state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+    state, ppid = stat.rpartition(")")[2].split()[:2]
     return f"{pid} state {state} parent {ppid} {cmdline[:120]!r}"
-
-
-def _is_zombie(entry: Path) -> bool:
-    try:
-        stat = (entry / "stat").read_text()
-    except OSError:
-        return True  # gone meanwhile: as good as reaped
-    return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 def _real_uid(entry: Path) -> int | None:

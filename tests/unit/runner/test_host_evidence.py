@@ -28,6 +28,7 @@ def test_the_limits_of_a_live_process_are_its_own() -> None:
         try:
             # prlimit sets the limit, then execs sleep: the soft limit seen is the child's.
             wait_until(lambda: limits(child.pid, 16)[0] == (40, 50), "the child's limits")
+            assert limits(child.pid, 16)[0] == (40, 50)
         finally:
             child.kill()
 
