@@ -145,7 +145,8 @@ def oom(method: str) -> Iterator[Case]:
 @contextlib.contextmanager
 def oom_runner(method: str) -> Iterator[Case]:
     """A memory limit the tree does not fit in, no hog: the OOM killer takes the runner, the
-    largest process (pqd's imports), and pqd sees its runner die of SIGKILL."""
+    largest process of the probe's tree, which offers itself before `pqd once` (of about its
+    size; design §1a), and pqd sees its runner die of SIGKILL."""
     with c.memory_cgroup(40 * 2**20) as group:
 
         def check(result: dict[str, Any]) -> None:

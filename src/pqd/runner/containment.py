@@ -31,6 +31,27 @@ class ContainmentError(Exception):
     """containment = "cgroup" was asked for where no writable cgroup v2 subtree exists."""
 
 
+#: How much more than pqd a probe's tree offers itself to the OOM killer (proc(5),
+#: oom_score_adj, -1000..1000): 500 is half the range, above a like-sized pqd by half the limit.
+OOM_SCORE_ADJ_RAISE: Final = 500
+
+
+def offer_to_the_oom_killer(raise_by: int = OOM_SCORE_ADJ_RAISE) -> int | None:
+    """Raise this process's oom_score_adj, which its children inherit: where pqd shares a memory
+    limit with its probes (a unit's MemoryMax, a container's), the kernel then takes a probe's
+    process before pqd itself, so pqd lives to report the kill (docs/design.md §1a). Raising
+    needs no privilege. The value set, or None where it could not be."""
+    path = "/proc/self/oom_score_adj"
+    try:
+        with open(path) as f:
+            value = min(1000, int(f.read()) + raise_by)
+        with open(path, "w") as f:
+            f.write(str(value))
+    except (OSError, ValueError):
+        return None
+    return value
+
+
 def become_child_subreaper() -> bool:
     """Make orphans of our descendants re-parent to us instead of init. Linux only."""
     try:

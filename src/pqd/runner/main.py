@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         containment.ProbeCgroup(args.cgroup).join()
     # Orphans of the tree (double-forked, setsid() ones included) re-parent to the runner.
     containment.become_child_subreaper()
+    containment.offer_to_the_oom_killer()
     _die_with_pqd(args.pqd_pid, args.cgroup)
     os.set_inheritable(args.events_fd, False)
     with os.fdopen(args.events_fd, "wb") as events:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
 
 from pqd.probe import ProbeConfig
 from pqd.results import CycleResult
+from pqd.runner.containment import OOM_SCORE_ADJ_RAISE
 from pqd.supervisor.runners import Runners
 from tests.helpers.interpreters import probe_fields
 from tests.helpers.waiting import wait_until
@@ -98,3 +100,14 @@ def test_a_timeout_shorter_than_the_runners_start_up_is_a_timeout(runners: Runne
         "the runner was not ready within the probe's timeout of 0.01s; pqd killed it",
     )
     assert failed.cause == "unknown", failed.cause_detail  # a deadline too short, not the host
+
+
+def test_a_probes_tree_is_offered_to_the_oom_killer_before_pqd(runners: Runners) -> None:
+    """The runner and, through inheritance, its forkserver and resource tracker have an
+    oom_score_adj above pqd's (here: this process's) by OOM_SCORE_ADJ_RAISE."""
+    own = int(Path("/proc/self/oom_score_adj").read_text())
+    runner = psutil.Process(first_cycle(runners, probe(timeout=20.0)).main_pid)
+    tree = [runner, *runner.children()]
+    assert len(tree) == 3, tree  # the runner, its forkserver and resource tracker
+    want = min(1000, own + OOM_SCORE_ADJ_RAISE)
+    assert [int(Path(f"/proc/{p.pid}/oom_score_adj").read_text()) for p in tree] == [want] * 3
