@@ -196,22 +196,30 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def kill_tree(root: int, group: ProbeCgroup | None, *, include_root: bool) -> None:
-    """SIGKILL everything of a probe: its cgroup, or the runner's process group and every
-    descendant of the runner. The root is killed last, so orphans of the first round still
-    re-parent to it (a subreaper) and are found by the next scan, not lost under init."""
+def kill_tree(
+    root: int, group: ProbeCgroup | None, *, include_root: bool, spare: frozenset[int] = frozenset()
+) -> None:
+    """SIGKILL everything of a probe but ``spare``: its cgroup, or the runner's process group and
+    every descendant of the runner. The root is killed last, so orphans of the first round still
+    re-parent to it (a subreaper) and are found by the next scan, not lost under init. With
+    ``spare``, the process group is not signalled as a whole (a spared process is in it)."""
     if group is not None:
-        if include_root:
+        if include_root and not spare:
             group.kill()
             return
-        kill_pids([pid for pid in group.pids() if pid != root])
+        for _ in range(3):
+            targets = [p for p in group.pids() if p not in spare and (include_root or p != root)]
+            if not targets:
+                break
+            kill_pids(targets)
         return
     for _ in range(3):
-        below = descendants(root)
+        below = [pid for pid in descendants(root) if pid not in spare]
         if not below:
             break
         kill_pids(below)
     if include_root:
-        with contextlib.suppress(OSError):
-            os.killpg(root, signal.SIGKILL)
+        if not spare:
+            with contextlib.suppress(OSError):
+                os.killpg(root, signal.SIGKILL)
         kill_pids([root])

@@ -159,9 +159,13 @@ def cmdline(pid: int) -> str:
 
 
 def kill_pids(pids: list[int]) -> None:
+    signal_pids(pids, signal.SIGKILL)
+
+
+def signal_pids(pids: list[int], signum: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
 
 
 def wait_gone(pids: list[int], seconds: float) -> list[int]:

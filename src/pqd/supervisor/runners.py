@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ from pqd.supervisor.progress import (
     blame,
     killed_result,
     peak_rss,
+    role_of,
     roles,
     states,
 )
@@ -52,6 +54,9 @@ FAILING_GRACE_SECONDS = 2.0
 #: within timeout + 1 s; waiting for stragglers goes on after the duration is taken.
 KILL_SECONDS = 0.5
 REAP_SECONDS = 5.0
+#: Of KILL_SECONDS, at most this long for a resource tracker to clean up after the rest of its
+#: tree is dead (milliseconds when nothing holds its pipe; see Runners._kill).
+TRACKER_GRACE_SECONDS = 0.3
 #: A probe whose interval is shorter keeps its runner (with its forkserver and resource tracker)
 #: between cycles; one on a longer interval or a cron schedule gets a fresh runner each cycle.
 #: Warm, a default probe's tree holds about 30 MiB more between cycles; cold, each cycle costs
@@ -170,21 +175,37 @@ class Runners:
 
     def _kill(self, runner: RunnerProcess, wait: float = KILL_SECONDS) -> list[int]:
         """SIGKILL the runner's whole tree; wait for it at most ``wait`` seconds; return what
-        is still there."""
+        is still there.
+
+        Its resource trackers go last and on their own: once every other process of the tree is
+        dead, a tracker reads EOF, unlinks every semaphore and shared-memory block the tree
+        registered and did not unregister, and exits (CPython's resource_tracker.main). A
+        SIGKILLed tracker leaves them in /dev/shm until reboot: about six named semaphores
+        of 4 KiB each per failed spawn or forkserver cycle. It is held stopped until pqd has
+        taken the tree's stderr, so its report of what it cleaned ("There appear to be N
+        leaked ... objects"), caused by this kill, is not counted as the cycle's warning."""
+        deadline = time.monotonic() + wait
         tree = self._tree(runner)
+        trackers = frozenset(pid for pid in tree if role_of(pid) == "resource_tracker")
+        procs.signal_pids(list(trackers), signal.SIGSTOP)
+        containment.kill_tree(runner.pid, runner.group, include_root=True, spare=trackers)
+        others = [pid for pid in tree if pid not in trackers]
+        procs.kill_pids(others)
+        procs.wait_gone(others, wait)
+        runner.close_fds()
+        procs.signal_pids(list(trackers), signal.SIGCONT)
+        procs.wait_gone(list(trackers), min(TRACKER_GRACE_SECONDS, _left(deadline)))
         containment.kill_tree(runner.pid, runner.group, include_root=True)
         procs.kill_pids(tree)
-        deadline = time.monotonic() + wait
-        left = procs.wait_gone(tree, wait)
+        left = procs.wait_gone(tree, _left(deadline))
         with contextlib.suppress(subprocess.TimeoutExpired):
-            runner.proc.wait(max(0.0, deadline - time.monotonic()))
+            runner.proc.wait(_left(deadline))
         # Killed processes write nothing more; a straggler still exiting needs no dump file.
         shutil.rmtree(runner.stacks_dir, ignore_errors=True)
         if runner.proc.returncode is not None:
             with self._lock:
                 self._pids.discard(runner.pid)
         self._reap()
-        runner.close_fds()
         return left
 
     def _finish_kill(self, runner: RunnerProcess, left: list[int]) -> None:
@@ -383,6 +404,10 @@ class Runners:
                         return None
             elif exited:
                 return runner.death(KILL_SECONDS)
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def keeps_warm(probe: ProbeConfig) -> bool:

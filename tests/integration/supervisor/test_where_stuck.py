@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pqd.probe import ProbeConfig
 from pqd.results import CycleResult, StuckProcess
-from pqd.runner.containment import become_child_subreaper
 from pqd.supervisor.runners import Runners
 from tests.helpers import fault_jobs
 from tests.helpers.fault_runner import PRODUCER_ENV
@@ -33,23 +32,6 @@ pytestmark = pytest.mark.per_python
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 3.0
 START_METHODS = ["forkserver", "spawn", "fork"]
-
-
-@pytest.fixture
-def announce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the fault jobs write ``<pid>.busy`` while they run."""
-    directory = tmp_path / "announce"
-    directory.mkdir()
-    monkeypatch.setenv(fault_jobs.ANNOUNCE_ENV, str(directory))
-    return directory
-
-
-@pytest.fixture
-def runners() -> Iterator[Runners]:
-    assert become_child_subreaper()
-    supervisor = Runners(None, runner_module="tests.helpers.fault_runner")
-    yield supervisor
-    supervisor.close()
 
 
 def probe(start_method: str = "forkserver") -> ProbeConfig:
@@ -101,10 +83,10 @@ def assert_whole_tree_listed(result: CycleResult) -> None:
 
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_sleeping_job_stack_shows_the_sleeping_line(
-    runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
+    fault_runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
 ) -> None:
     monkeypatch.setenv(PRODUCER_ENV, "sleeping_producer")
-    result = runners.run_cycle(probe(start_method))
+    result = fault_runners.run_cycle(probe(start_method))
 
     assert result.reason == "timeout", result.detail
     # Every process asleep, none stopped or in D: a slow job, nothing on the host to blame.
@@ -125,7 +107,7 @@ def test_sleeping_job_stack_shows_the_sleeping_line(
 
 
 def test_stopped_worker_is_named_with_state_t(
-    runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
+    fault_runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(PRODUCER_ENV, "sleeping_producer")
     stopped: list[int] = []
@@ -136,7 +118,7 @@ def test_stopped_worker_is_named_with_state_t(
         stopped.append(pid)
 
     injector = _in_thread(stop_the_worker)
-    result = runners.run_cycle(probe())
+    result = fault_runners.run_cycle(probe())
     injector.join(30)
 
     assert stopped, "the fault was not injected"
@@ -150,7 +132,7 @@ def test_stopped_worker_is_named_with_state_t(
 
 
 def test_stopped_manager_leaves_the_worker_in_a_queue_call(
-    runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
+    fault_runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(PRODUCER_ENV, "churning_producer")
     seen: list[tuple[int, int]] = []
@@ -162,7 +144,7 @@ def test_stopped_manager_leaves_the_worker_in_a_queue_call(
         seen.append((pid, manager))
 
     injector = _in_thread(stop_the_manager)
-    result = runners.run_cycle(probe())
+    result = fault_runners.run_cycle(probe())
     injector.join(30)
 
     assert seen, "the fault was not injected"
@@ -182,10 +164,10 @@ def test_stopped_manager_leaves_the_worker_in_a_queue_call(
 
 
 def test_job_error_keeps_the_worker_traceback(
-    runners: Runners, monkeypatch: pytest.MonkeyPatch
+    fault_runners: Runners, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(PRODUCER_ENV, "raising_producer")
-    result = runners.run_cycle(probe())
+    result = fault_runners.run_cycle(probe())
 
     assert result.reason == "job_error", result.detail
     assert result.cause == "unknown", result.cause_detail  # the job's own exception
@@ -252,11 +234,11 @@ def test_daemon_logs_and_serves_where_it_was_stuck(tmp_path: Path) -> None:
 
 
 def test_capture_stacks_false_signals_nothing(
-    runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
+    fault_runners: Runners, announce: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(PRODUCER_ENV, "sleeping_producer")
     quiet = dataclasses.replace(probe(), capture_stacks=False)
-    result = runners.run_cycle(quiet)
+    result = fault_runners.run_cycle(quiet)
 
     assert result.reason == "timeout", result.detail
     # Every process asleep, none stopped or in D: a slow job, nothing on the host to blame.
