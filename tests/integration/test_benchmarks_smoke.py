@@ -22,6 +22,7 @@ SCRIPTS = {
     "wakeups.py": "## Wake-ups of an idle pqd",
     "headroom.py": "## Headroom reading, per call",
     "hostile_config.py": "## Reading a hostile config file",
+    "helper_floor.py": "## The floor of a warm probe's interpreters",
 }
 #: More that a script must print.
 ALSO = {
