@@ -77,10 +77,11 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src
 
-## test: install everything the tests need, then lint, type-check, run the whole suite, then the per_python tests under each other CPython
+## test: install everything the tests need, then lint, type-check, run the whole suite, then the per_python tests under each other CPython, then pqd itself under each other CPython >= 3.11
 test: system-deps lint typecheck wheelhouse
 	$(BIN)/pytest
 	$(BIN)/python -m tests.helpers.interpreters
+	$(BIN)/python -m tests.helpers.daemon_pythons
 
 ## test-daemon-pythons: pqd itself under each other CPython >= 3.11 (unit tests, a pqd run); older ones refused by pip
 test-daemon-pythons: $(VENV)/.test-installed
