@@ -191,7 +191,7 @@ class Runners:
         containment.kill_tree(runner.pid, runner.group, include_root=True, spare=trackers)
         others = [pid for pid in tree if pid not in trackers]
         procs.kill_pids(others)
-        procs.wait_gone(others, wait)
+        procs.wait_gone(others, _left(deadline))
         runner.close_fds()
         procs.signal_pids(list(trackers), signal.SIGCONT)
         procs.wait_gone(list(trackers), min(TRACKER_GRACE_SECONDS, _left(deadline)))
